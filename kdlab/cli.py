@@ -1,0 +1,41 @@
+"""The ``kdlab`` command: ``kdlab build-exercises``, ``kdlab grade``, ``kdlab lab``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="kdlab", description="The kdlab course tools.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in _commands():
+        register(sub)
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+def _version() -> str:
+    import kdlab
+
+    return f"kdlab {kdlab.__version__}"
+
+
+def _commands():
+    """Each command module exposes ``register(subparsers)`` that sets ``run``."""
+    import importlib
+
+    found = []
+    for name in ("kdlab.grading.cli", "kdlab.lab"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        found.append(module.register)
+    return found
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Data: the embedded handwritten digits and the torchvision datasets.
+
+Every loader returns a :class:`Split` of float tensors scaled to [0, 1], so the
+same lesson runs on the 8x8 digits that ship with scikit-learn (no download)
+or on MNIST, Fashion-MNIST and CIFAR-10 when they are available.
+
+>>> from kdlab.data import load_digits
+>>> data = load_digits(seed=0)
+>>> data.x_train.shape, data.num_classes
+(torch.Size([898, 64]), 10)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from kdlab import _validate
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+
+
+@dataclass
+class Split:
+    """A train/test split held in memory as tensors."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple:
+        """Shape of one example, e.g. ``(64,)`` or ``(1, 8, 8)``."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def train(self) -> tuple:
+        return self.x_train, self.y_train
+
+    @property
+    def test(self) -> tuple:
+        return self.x_test, self.y_test
+
+    def loaders(self, batch_size: int = 64, *, seed: int = 0):
+        """``(train_loader, test_loader)``; the train loader shuffles with a seeded generator."""
+        return (
+            make_loader(self.x_train, self.y_train, batch_size=batch_size, shuffle=True, seed=seed),
+            make_loader(self.x_test, self.y_test, batch_size=max(batch_size, 256), shuffle=False),
+        )
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None, *, seed: int = 0) -> "Split":
+        """A stratified subsample (for CPU budgets on the larger datasets)."""
+        x_tr, y_tr = self.x_train, self.y_train
+        x_te, y_te = self.x_test, self.y_test
+        if n_train is not None:
+            idx = _stratified_indices(y_tr, _validate.positive_int("n_train", n_train), seed)
+            x_tr, y_tr = x_tr[idx], y_tr[idx]
+        if n_test is not None:
+            idx = _stratified_indices(y_te, _validate.positive_int("n_test", n_test), seed + 1)
+            x_te, y_te = x_te[idx], y_te[idx]
+        return Split(self.name, x_tr, y_tr, x_te, y_te, self.classes)
+
+    def __repr__(self) -> str:
+        return (f"Split({self.name!r}, train={tuple(self.x_train.shape)}, "
+                f"test={tuple(self.x_test.shape)}, classes={self.num_classes})")
+
+
+def _stratified_indices(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    if n > len(y):
+        raise ValueError(f"cannot take {n} examples from a set of {len(y)}")
+    from sklearn.model_selection import train_test_split
+
+    if n == len(y):
+        return torch.arange(len(y))
+    idx, _ = train_test_split(range(len(y)), train_size=n, stratify=y.numpy(), random_state=seed)
+    return torch.as_tensor(sorted(idx))
+
+
+def load_digits(*, flat: bool = True, test_size: float = 0.5, seed: int = 0) -> Split:
+    """scikit-learn's 1,797 handwritten 8x8 digits, scaled to [0, 1].
+
+    Args:
+        flat: ``True`` gives vectors of 64 features, ``False`` images of shape 1x8x8.
+        test_size: fraction of the examples held out for testing, in (0, 1).
+        seed: the stratified split is a deterministic function of the seed.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    test_size = _validate.fraction("test_size", test_size)
+    if test_size in (0.0, 1.0):
+        raise ValueError(f"test_size must be strictly between 0 and 1, got {test_size!r}")
+    bunch = _sk_load_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    if not flat:
+        x = x.reshape(-1, 1, 8, 8)
+    idx_train, idx_test = train_test_split(
+        list(range(len(y))), test_size=test_size, stratify=bunch.target, random_state=seed
+    )
+    idx_train, idx_test = torch.tensor(sorted(idx_train)), torch.tensor(sorted(idx_test))
+    return Split("digits", x[idx_train], y[idx_train], x[idx_test], y[idx_test],
+                 tuple(str(c) for c in range(10)))
+
+
+def default_root() -> Path:
+    """Where torchvision datasets live: ``$KDLAB_DATA`` or ``~/.cache/kdlab/data``."""
+    return Path(os.environ.get("KDLAB_DATA", Path.home() / ".cache" / "kdlab" / "data"))
+
+
+def load_dataset(name: str, root=None, download: bool = False, *, flat: bool = False,
+                 seed: int = 0) -> Split:
+    """Load one of :data:`DATASETS` as a :class:`Split`.
+
+    ``"digits"`` is embedded and never downloads. The others go through
+    torchvision; with ``download=False`` and no files under ``root`` a
+    :class:`FileNotFoundError` says how to get them.
+    """
+    _validate.choice("name", name, DATASETS)
+    if name == "digits":
+        return load_digits(flat=flat, seed=seed)
+    root = Path(root) if root is not None else default_root()
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST,
+           "fashion-mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError as err:  # torchvision's "Dataset not found"
+        raise FileNotFoundError(
+            f"{name!r} is not under {str(root)!r}. Pass download=True (needs internet), "
+            f"e.g. kdlab.data.load_dataset({name!r}, download=True), or set root= / "
+            f"$KDLAB_DATA to a folder that holds it."
+        ) from err
+
+    def to_tensors(ds):
+        x = torch.as_tensor(ds.data)
+        if x.ndim == 3:  # MNIST-like: N x H x W
+            x = x.unsqueeze(1)
+        else:  # CIFAR: N x H x W x C
+            x = x.permute(0, 3, 1, 2)
+        x = x.float() / 255.0
+        if flat:
+            x = x.flatten(1)
+        return x, torch.as_tensor(ds.targets, dtype=torch.long)
+
+    x_tr, y_tr = to_tensors(train)
+    x_te, y_te = to_tensors(test)
+    return Split(name, x_tr, y_tr, x_te, y_te, tuple(train.classes))
+
+
+def make_loader(x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 64,
+                shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader over in-memory tensors; shuffling is seeded, so epochs repeat exactly."""
+    batch_size = _validate.positive_int("batch_size", batch_size)
+    if y is not None and len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    ds = TensorDataset(x) if y is None else TensorDataset(x, y)
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last)

@@ -1,0 +1,230 @@
+"""Evaluation: accuracy and F1, parameters and non-zeros, size on disk, FLOPs,
+latency, and one report that puts them side by side.
+
+Each metric misleads alone: non-zeros say nothing about speed, FLOPs nothing
+about memory traffic, a file size nothing about accuracy. :func:`report`
+measures them together.
+"""
+from __future__ import annotations
+
+import io
+import statistics
+
+import torch
+from torch import nn
+
+from kdlab import _validate
+
+
+def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
+    """Number of parameters (every tensor in ``model.parameters()``); with
+    ``nonzero=True`` only the entries that are not exactly zero."""
+    if nonzero:
+        return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: what a checkpoint costs on disk.
+
+    Zeros cost as much as any other number here; see ``kdlab.prune.save_sparse``
+    for a file that only stores the non-zeros."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def _example(example_input) -> tuple:
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,)
+    if isinstance(example_input, tuple) and all(isinstance(t, torch.Tensor) for t in example_input):
+        return example_input
+    raise TypeError(f"example_input must be a tensor or a tuple of tensors, got {type(example_input).__name__}")
+
+
+def flops(model: nn.Module, example_input) -> int:
+    """Floating-point operations of one forward pass on ``example_input``, as counted
+    by ``torch.utils.flop_counter``: 2 per multiply-add in matrix products and
+    convolutions; element-wise work (bias, ReLU, BatchNorm) is not counted.
+    A Linear layer of ``n_in`` to ``n_out`` on a batch of ``b`` costs ``2*b*n_in*n_out``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    args = _example(example_input)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*args)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def macs(model: nn.Module, example_input) -> int:
+    """Multiply-accumulate operations: ``flops(...) // 2``."""
+    return flops(model, example_input) // 2
+
+
+def _benchmark_module():
+    import logging
+
+    # torch.utils.benchmark imports cpp_extension, which logs a warning about
+    # CUDA_HOME on machines without a CUDA runtime; it says nothing about timing.
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.setLevel(level)
+    return benchmark
+
+
+def latency_samples(model: nn.Module, example_input, *, warmup: int = 10, repeats: int = 30,
+                    threads: int = 1, min_block_ms: float = 1.0) -> list:
+    """Milliseconds per forward pass, one sample per repeat, after ``warmup`` passes.
+
+    Timed with ``torch.utils.benchmark.Timer`` under ``no_grad`` in eval mode with a
+    fixed thread count. Each sample averages enough calls to last ``min_block_ms``,
+    so sub-millisecond models are not dominated by timer overhead."""
+    benchmark = _benchmark_module()
+    warmup = _validate.positive_int("warmup", warmup, allow_zero=True)
+    repeats = _validate.positive_int("repeats", repeats)
+    threads = _validate.positive_int("threads", threads)
+    min_block_ms = _validate.positive_float("min_block_ms", min_block_ms)
+    args = _example(example_input)
+    was_training = model.training
+    model.eval()
+    try:
+        timer = benchmark.Timer(stmt="with torch.no_grad(): model(*args)",
+                                globals={"model": model, "args": args, "torch": torch},
+                                num_threads=threads)
+        if warmup:
+            timer.timeit(warmup)
+        one = timer.timeit(1).mean
+        number = max(1, min(1000, int(min_block_ms / 1e3 / max(one, 1e-9))))
+        return [timer.timeit(number).mean * 1e3 for _ in range(repeats)]
+    finally:
+        model.train(was_training)
+
+
+def latency(model: nn.Module, example_input, *, warmup: int = 10, repeats: int = 30,
+            threads: int = 1) -> float:
+    """Median milliseconds per forward pass over ``repeats`` samples after ``warmup``
+    passes (see :func:`latency_samples`)."""
+    return statistics.median(latency_samples(model, example_input, warmup=warmup,
+                                             repeats=repeats, threads=threads))
+
+
+def classification_metrics(y_true, y_pred, num_classes: int | None = None) -> dict:
+    """Accuracy and macro-averaged precision, recall and F1.
+
+    ``y_pred`` is class indices or a 2-D tensor of logits/probabilities (argmax is
+    taken). A class never predicted has precision 0, as in scikit-learn's default."""
+    y_true = torch.as_tensor(y_true)
+    y_pred = torch.as_tensor(y_pred)
+    if y_pred.ndim == 2:
+        y_pred = y_pred.argmax(1)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
+                         f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}")
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty")
+    n = num_classes or int(max(y_true.max(), y_pred.max())) + 1
+    present = torch.unique(torch.cat([y_true, y_pred]))
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    confusion.index_put_((y_true.long(), y_pred.long()), torch.ones_like(y_true, dtype=torch.long),
+                         accumulate=True)
+    tp = confusion.diag().double()
+    predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                     torch.zeros_like(tp))
+    labels = present.long()  # average over labels that occur, as scikit-learn does
+    return {
+        "accuracy": (tp.sum() / len(y_true)).item(),
+        "precision": precision[labels].mean().item(),
+        "recall": recall[labels].mean().item(),
+        "f1": f1[labels].mean().item(),
+    }
+
+
+class Report:
+    """One row per model; ``print(report)`` gives a table, ``report.plot()`` a trade-off plot."""
+
+    COLUMNS = ("accuracy", "precision", "recall", "f1", "params", "nonzero",
+               "size_kb", "mflops", "latency_ms")
+
+    def __init__(self, rows: dict):
+        self.rows = rows
+
+    def __getitem__(self, name: str) -> dict:
+        return self.rows[name]
+
+    def columns(self) -> list:
+        present = set().union(*(r.keys() for r in self.rows.values())) if self.rows else set()
+        return [c for c in self.COLUMNS if c in present]
+
+    def to_markdown(self) -> str:
+        cols = self.columns()
+        lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for name, row in self.rows.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        cols = self.columns()
+        width = max([5] + [len(n) for n in self.rows])
+        head = f"{'model':<{width}}  " + "  ".join(f"{c:>10}" for c in cols)
+        body = [f"{n:<{width}}  " + "  ".join(f"{_fmt(r.get(c)):>10}" for c in cols)
+                for n, r in self.rows.items()]
+        return "\n".join([head] + body)
+
+    __repr__ = __str__
+
+    def plot(self, x: str = "size_kb", y: str = "accuracy", ax=None):
+        """Scatter of ``y`` against ``x`` with one labelled point per model."""
+        from kdlab.plots import tradeoff_plot
+
+        _validate.choice("x", x, self.columns())
+        _validate.choice("y", y, self.columns())
+        return tradeoff_plot({n: (r[x], r[y]) for n, r in self.rows.items()}, xlabel=x, ylabel=y, ax=ax)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def report(models: dict, data, example_input=None, *, measure_latency: bool = True,
+           size_fn=model_size_bytes, warmup: int = 10, repeats: int = 30, threads: int = 1) -> Report:
+    """Evaluate every model of ``models`` (``{name: model}``) on ``data`` (``(x, y)`` or a
+    Split's test part) and measure its cost on ``example_input`` (default: one test
+    example). ``size_fn(model)`` gives bytes on disk; pass ``kdlab.prune.sparse_size_bytes``
+    to count a sparse export instead of a dense checkpoint."""
+    from kdlab.data import Split
+    from kdlab.train import predict
+
+    if not isinstance(models, dict) or not models:
+        raise ValueError(f"models must be a non-empty dict of name -> model, got {models!r}")
+    x, y = data.test if isinstance(data, Split) else data
+    if example_input is None:
+        example_input = x[:1]
+    rows = {}
+    for name, model in models.items():
+        logits = predict(model, x)
+        row = classification_metrics(y, logits)
+        row.update(params=count_parameters(model), nonzero=count_parameters(model, nonzero=True),
+                   size_kb=size_fn(model) / 1024, mflops=flops(model, example_input) / 1e6)
+        if measure_latency:
+            row["latency_ms"] = latency(model, example_input, warmup=warmup, repeats=repeats,
+                                        threads=threads)
+        rows[name] = row
+    return Report(rows)
+
+
+compare = report

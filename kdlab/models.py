@@ -1,0 +1,150 @@
+"""Small, readable models for the course.
+
+- :class:`MLP` - fully connected, any hidden sizes (LeNet-300-100 is one preset).
+- :class:`SmallCNN` - conv-BN-ReLU blocks with max-pooling, global average pooling
+  and a linear classifier; works on 8x8 digits, 28x28 MNIST and 32x32 CIFAR images.
+
+Both keep their layers in ``nn.Sequential`` containers, so structured pruning can
+walk them in order, and neither changes its ``forward`` for distillation: features
+are read with forward hooks.
+
+Presets (:func:`create`), parameter counts for the 8x8 digits (64 inputs, 10 classes):
+
+=================  ====================================  ==========
+name               architecture                          parameters
+=================  ====================================  ==========
+``mlp-teacher``    64-512-512-10, dropout 0.2               301,066
+``lenet-300-100``  64-300-100-10 (LeNet-300-100 style)       50,610
+``mlp-student``    64-32-10                                   2,410
+``mlp-tiny``       64-16-10                                   1,210
+``cnn-teacher``    conv 32-64, BN, GAP, linear                 19,562
+``cnn-student``    conv 8-16, BN, GAP, linear                   1,442
+=================  ====================================  ==========
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from kdlab import _validate
+
+
+class MLP(nn.Module):
+    """Linear-ReLU(-Dropout) layers and a linear output layer.
+
+    Args:
+        in_features: number of input features; images are flattened.
+        hidden: sizes of the hidden layers, e.g. ``(300, 100)``.
+        num_classes: number of outputs (logits).
+        dropout: dropout probability after each hidden layer, in [0, 1).
+    """
+
+    def __init__(self, in_features: int = 64, hidden=(32,), num_classes: int = 10,
+                 dropout: float = 0.0):
+        super().__init__()
+        _validate.positive_int("in_features", in_features)
+        _validate.positive_int("num_classes", num_classes)
+        hidden = tuple(hidden)
+        for i, h in enumerate(hidden):
+            _validate.positive_int(f"hidden[{i}]", h)
+        if not (0.0 <= float(dropout) < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.in_features, self.hidden, self.num_classes = in_features, hidden, num_classes
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.in_features:
+            raise ValueError(
+                f"input x has shape {tuple(x.shape)}; this MLP expects a batch of "
+                f"{self.in_features} features, e.g. ({x.shape[0] if x.ndim else 'N'}, {self.in_features})")
+        return self.layers(x.flatten(1))
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU blocks, each followed by 2x2 max-pooling, then global average
+    pooling and a linear classifier.
+
+    Args:
+        in_channels: 1 for digits/MNIST, 3 for CIFAR-10.
+        num_classes: number of outputs.
+        channels: output channels of each block, e.g. ``(16, 32)``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, channels=(16, 32)):
+        super().__init__()
+        _validate.positive_int("in_channels", in_channels)
+        _validate.positive_int("num_classes", num_classes)
+        channels = tuple(channels)
+        if not channels:
+            raise ValueError("channels must name at least one block, got ()")
+        for i, c in enumerate(channels):
+            _validate.positive_int(f"channels[{i}]", c)
+        self.in_channels, self.channels, self.num_classes = in_channels, channels, num_classes
+        blocks: list[nn.Module] = []
+        width = in_channels
+        for c in channels:
+            blocks += [conv_block(width, c), nn.MaxPool2d(2)]
+            width = c
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        min_side = 2 ** len(self.channels)
+        if x.ndim != 4 or x.shape[1] != self.in_channels or min(x.shape[2:]) < min_side:
+            raise ValueError(
+                f"input x has shape {tuple(x.shape)}; this CNN expects images of shape "
+                f"(N, {self.in_channels}, H, W) with H, W >= {min_side}, e.g. "
+                f"(N, {self.in_channels}, 8, 8); load the data with flat=False")
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+PRESETS = {
+    "mlp-teacher": (MLP, {"hidden": (512, 512), "dropout": 0.2}),
+    "lenet-300-100": (MLP, {"hidden": (300, 100)}),
+    "mlp-student": (MLP, {"hidden": (32,)}),
+    "mlp-tiny": (MLP, {"hidden": (16,)}),
+    "cnn-teacher": (SmallCNN, {"channels": (32, 64)}),
+    "cnn-student": (SmallCNN, {"channels": (8, 16)}),
+}
+
+
+def create(name: str, input_shape=(64,), num_classes: int = 10, **overrides) -> nn.Module:
+    """Build a preset for inputs of ``input_shape`` (one example, without the batch).
+
+    MLP presets take any shape and flatten it; CNN presets need ``(C, H, W)``.
+
+    >>> create("lenet-300-100", input_shape=(1, 28, 28)).hidden
+    (300, 100)
+    """
+    _validate.choice("name", name, PRESETS)
+    cls, kwargs = PRESETS[name]
+    input_shape = tuple(input_shape)
+    kwargs = {**kwargs, **overrides, "num_classes": num_classes}
+    if cls is MLP:
+        if not input_shape or any(int(s) < 1 for s in input_shape):
+            raise ValueError(f"input_shape must be a non-empty shape of positive sizes, got {input_shape!r}")
+        return MLP(in_features=math.prod(input_shape), **kwargs)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape for {name!r} must be (channels, height, width), e.g. (1, 8, 8); got {input_shape!r}")
+    return SmallCNN(in_channels=input_shape[0], **kwargs)

@@ -1,0 +1,304 @@
+"""Seeding and the one training loop of kdlab.
+
+Distillation and pruning do not copy this loop: they plug into it with an
+``objective`` (how a batch becomes a loss) and callbacks (what happens around a
+step), e.g. re-applying pruning masks or tightening them on a schedule.
+
+>>> from kdlab import data, models, train
+>>> train.seed_everything(0)
+>>> split = data.load_digits()
+>>> model = models.create("mlp-student")
+>>> history = train.fit(model, split.train, epochs=2, progress=False)
+>>> round(train.evaluate(model, split.test), 2) > 0.5
+True
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kdlab import _validate
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def seed_everything(seed: int = 0, threads: int = 1, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and PyTorch, fix the CPU thread count and, if asked,
+    select deterministic algorithms, so a notebook prints the same numbers on
+    every run on the same machine."""
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    threads = _validate.positive_int("threads", threads)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy ships with torch wheels
+        pass
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _progress_default() -> bool:
+    return os.environ.get("KDLAB_PROGRESS", "1") != "0" and "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def as_loader(data, *, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
+              name: str = "data") -> DataLoader:
+    """Accept a DataLoader, a ``(x, y)`` tuple of tensors or a :class:`kdlab.data.Split`
+    (its training part) and return a DataLoader."""
+    from kdlab.data import Split, make_loader
+
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(data, Split):
+        data = data.train
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return make_loader(data[0], data[1], batch_size=batch_size, shuffle=shuffle, seed=seed)
+    raise TypeError(f"{name} must be a DataLoader, an (x, y) tuple of tensors or a kdlab.data.Split; "
+                    f"got {type(data).__name__}")
+
+
+@dataclass
+class TrainState:
+    """What callbacks see: the objects being trained and where the loop is."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epochs: int
+    steps_per_epoch: int
+    history: "History"
+    device: torch.device
+    epoch: int = 0
+    step: int = 0          # optimizer steps taken so far, over all epochs
+    batch: tuple = ()
+    loss: float = float("nan")
+    stop: bool = False     # a callback sets this to end training after the current step
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+class Callback:
+    """Override what you need; every method receives the :class:`TrainState`."""
+
+    def on_train_start(self, state: TrainState) -> None: ...
+    def on_epoch_start(self, state: TrainState) -> None: ...
+    def on_step_end(self, state: TrainState) -> None: ...
+    def on_epoch_end(self, state: TrainState) -> None: ...
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+class _StepFunction(Callback):
+    def __init__(self, fn: Callable[[TrainState], None]):
+        self.fn = fn
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.fn(state)
+
+
+@dataclass
+class History:
+    """Per-epoch records of a :func:`fit` run."""
+
+    records: list = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+
+    def __getitem__(self, key: str) -> list:
+        return [r[key] for r in self.records if key in r]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def final(self) -> dict:
+        return self.records[-1] if self.records else {}
+
+    def __repr__(self) -> str:
+        last = ", ".join(f"{k}={v:.4f}" for k, v in self.final.items() if isinstance(v, float))
+        return f"History(epochs={len(self)}, steps={self.steps}, {last})"
+
+
+def make_optimizer(model: nn.Module, optimizer="adam", lr: float = 1e-3,
+                   weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Build an optimizer by name (``"adam"``, ``"adamw"``, ``"sgd"``) over the trainable parameters."""
+    _validate.choice("optimizer", optimizer, OPTIMIZERS)
+    lr = _validate.positive_float("lr", lr)
+    weight_decay = _validate.positive_float("weight_decay", weight_decay, allow_zero=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def cross_entropy_objective(loss_fn: Callable = F.cross_entropy) -> Callable:
+    """The default objective: ``loss_fn(model(x), y)``."""
+
+    def objective(model: nn.Module, batch: tuple) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        return loss_fn(model(x), y)
+
+    return objective
+
+
+def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="adam",
+        weight_decay: float = 0.0, loss_fn: Callable | None = None,
+        objective: Callable | None = None, callbacks: Iterable = (), eval_data=None,
+        scheduler: str | None = None, batch_size: int = 64, seed: int = 0,
+        device=None, progress: bool | None = None) -> History:
+    """Train ``model`` and return its :class:`History`.
+
+    Args:
+        data: a DataLoader, an ``(x, y)`` tuple of tensors or a ``Split`` (batched
+            with ``batch_size``, shuffled with ``seed``).
+        epochs: passes over ``data``, >= 1.
+        lr, optimizer, weight_decay: an optimizer name from :data:`OPTIMIZERS` with
+            its settings, or an already built ``torch.optim.Optimizer`` (then ``lr``
+            and ``weight_decay`` are its own).
+        loss_fn: ``loss_fn(logits, targets)``, cross-entropy by default.
+        objective: ``objective(model, batch) -> loss`` replaces ``loss_fn`` when the
+            loss needs more than logits and targets (distillation does).
+        callbacks: :class:`Callback` objects, or plain functions called after every
+            optimizer step with the :class:`TrainState`.
+        eval_data: if given, test accuracy is recorded after every epoch.
+        scheduler: ``None`` or ``"cosine"`` (learning rate annealed to 0 over all steps).
+        device: defaults to CUDA when available, else CPU.
+        progress: a tqdm bar over epochs; off under pytest or with ``KDLAB_PROGRESS=0``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    epochs = _validate.positive_int("epochs", epochs)
+    if loss_fn is not None and objective is not None:
+        raise ValueError("pass loss_fn or objective, not both")
+    _validate.choice("scheduler", scheduler, (None, "cosine"))
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+    else:
+        opt = make_optimizer(model, optimizer, lr, weight_decay)
+    loader = as_loader(data, batch_size=batch_size, seed=seed)
+    if len(loader) == 0:
+        raise ValueError("data is empty: the loader yields no batch")
+    callbacks = [c if isinstance(c, Callback) else _StepFunction(c) for c in callbacks]
+    for c in callbacks:
+        if not isinstance(c, Callback):
+            raise TypeError(f"callbacks must be Callback objects or functions, got {type(c).__name__}")
+    objective = objective or cross_entropy_objective(loss_fn or F.cross_entropy)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    was_training = model.training
+    history = History()
+    state = TrainState(model, opt, epochs, len(loader), history, device)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=state.total_steps)
+             if scheduler == "cosine" else None)
+
+    bar = None
+    if progress if progress is not None else _progress_default():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc="training", unit="epoch", leave=False)
+
+    start = time.perf_counter()
+    for c in callbacks:
+        c.on_train_start(state)
+    for epoch in range(epochs):
+        state.epoch = epoch
+        model.train()
+        for c in callbacks:
+            c.on_epoch_start(state)
+        epoch_start, total, count = time.perf_counter(), 0.0, 0
+        for batch in loader:
+            batch = tuple(t.to(device) for t in batch)
+            state.batch = batch
+            opt.zero_grad(set_to_none=True)
+            loss = objective(model, batch)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            state.step += 1
+            state.loss = loss.item()
+            total += state.loss * len(batch[0])
+            count += len(batch[0])
+            for c in callbacks:
+                c.on_step_end(state)
+            if state.stop:
+                break
+        record = {"epoch": epoch + 1, "loss": total / max(count, 1),
+                  "seconds": time.perf_counter() - epoch_start}
+        if eval_data is not None:
+            record["eval_acc"] = evaluate(model, eval_data, device=device)
+        history.records.append(record)
+        history.steps = state.step
+        for c in callbacks:
+            c.on_epoch_end(state)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if state.stop:
+            break
+    for c in callbacks:
+        c.on_train_end(state)
+    if bar is not None:
+        bar.close()
+    history.seconds = time.perf_counter() - start
+    model.train(was_training)
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data, *, device=None, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on ``data`` (a tensor of inputs, ``(x, y)``, a Split's test
+    part or a DataLoader), in eval mode; the model's mode is restored afterwards."""
+    from kdlab.data import Split
+
+    if isinstance(data, Split):
+        data = data.test
+    if isinstance(data, torch.Tensor):
+        batches = data.split(batch_size)
+    else:
+        batches = (b[0] for b in as_loader(data, batch_size=batch_size, shuffle=False))
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x.to(device)).cpu() for x in batches])
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, data, *, device=None) -> float:
+    """Top-1 accuracy in [0, 1] on ``data`` (``(x, y)``, a DataLoader, or a Split's test part)."""
+    from kdlab.data import Split
+
+    if isinstance(data, Split):
+        data = data.test
+    if isinstance(data, DataLoader):  # one pass, so a shuffling loader stays paired
+        correct = total = 0
+        for batch in data:
+            logits = predict(model, batch[0], device=device)
+            correct += (logits.argmax(1) == batch[1]).sum().item()
+            total += len(batch[1])
+        return correct / max(total, 1)
+    x, y = data
+    return (predict(model, x, device=device).argmax(1) == y).float().mean().item()

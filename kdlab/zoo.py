@@ -1,0 +1,87 @@
+"""Trained models, made deterministically once and cached on disk.
+
+Lessons, solutions and benchmarks ask for the same teachers again and again;
+:func:`pretrained` trains each one with a fixed recipe the first time and loads
+it afterwards, so a whole course run trains every teacher once. Training runs
+under ``torch.random.fork_rng``: calling it never changes the caller's random
+state, whether the model came from the cache or not.
+
+The cache lives in ``$KDLAB_CACHE`` or ``~/.cache/kdlab/models``; files are
+written atomically, so parallel notebook runs can share it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import kdlab
+from kdlab import _validate
+from kdlab.data import load_dataset
+from kdlab.models import PRESETS, create
+from kdlab.train import fit
+
+# preset -> training recipe on the embedded digits (larger data sets use the same).
+RECIPES = {
+    "mlp-teacher": {"epochs": 60, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64},
+    "lenet-300-100": {"epochs": 40, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64},
+    "mlp-student": {"epochs": 60, "lr": 3e-3, "weight_decay": 0.0, "batch_size": 64},
+    "mlp-tiny": {"epochs": 60, "lr": 3e-3, "weight_decay": 0.0, "batch_size": 64},
+    "cnn-teacher": {"epochs": 30, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64},
+    "cnn-student": {"epochs": 40, "lr": 3e-3, "weight_decay": 0.0, "batch_size": 64},
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KDLAB_CACHE", Path.home() / ".cache" / "kdlab" / "models"))
+
+
+def _key(preset: str, dataset: str, seed: int, recipe: dict) -> str:
+    blob = json.dumps({"preset": preset, "dataset": dataset, "seed": seed, "recipe": recipe,
+                       "kdlab": kdlab.__version__, "torch": torch.__version__.split("+")[0],
+                       "threads": torch.get_num_threads()}, sort_keys=True)
+    return f"{preset}-{dataset}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt"
+
+
+def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: int | None = None,
+               data=None) -> nn.Module:
+    """A model of ``preset`` trained on ``dataset`` with the recipe of :data:`RECIPES`,
+    returned in eval mode.
+
+    ``data`` may pass an already loaded :class:`kdlab.data.Split` of ``dataset``
+    (otherwise it is loaded with the split of seed 0). CNN presets get images,
+    MLP presets flat vectors.
+    """
+    _validate.choice("preset", preset, PRESETS)
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    recipe = dict(RECIPES[preset])
+    if epochs is not None:
+        recipe["epochs"] = _validate.positive_int("epochs", epochs)
+    flat = preset.startswith(("mlp", "lenet"))
+    if data is None:
+        data = load_dataset(dataset, flat=flat)
+    path = cache_dir() / _key(preset, dataset, seed, recipe)
+    model = create(preset, input_shape=data.input_shape, num_classes=data.num_classes)
+    if path.exists():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        except Exception:  # a damaged cache file is retrained, never trusted
+            pass
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create(preset, input_shape=data.input_shape, num_classes=data.num_classes)
+        fit(model, data.train, epochs=recipe["epochs"], lr=recipe["lr"],
+            weight_decay=recipe["weight_decay"], batch_size=recipe["batch_size"], seed=seed,
+            device="cpu", progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return model.eval()
