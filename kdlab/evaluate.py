@@ -27,8 +27,10 @@ def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
 def model_size_bytes(model: nn.Module) -> int:
     """Bytes of ``torch.save(model.state_dict())``: what a checkpoint costs on disk.
 
-    Zeros cost as much as any other number here; see ``kdlab.prune.save_sparse``
-    for a file that only stores the non-zeros."""
+    Saving to a file gives the same number of bytes when the file is named
+    ``archive.pt`` (torch.save names its zip records after the file). Zeros cost
+    as much as any other number here; see ``kdlab.prune.save_sparse`` for a file
+    that only stores the non-zeros."""
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from kdlab import data
+
+
+def test_digits_shapes_range_and_split():
+    split = data.load_digits(seed=0)
+    assert split.x_train.shape == (898, 64) and split.x_test.shape == (899, 64)
+    assert split.x_train.dtype == torch.float32 and split.y_train.dtype == torch.long
+    assert 0.0 <= float(split.x_train.min()) and float(split.x_train.max()) <= 1.0
+    assert float(split.x_train.max()) == 1.0
+    assert split.num_classes == 10 and split.input_shape == (64,)
+
+
+def test_digits_split_is_stratified_and_deterministic():
+    a, b, c = data.load_digits(seed=1), data.load_digits(seed=1), data.load_digits(seed=2)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert not torch.equal(a.x_train, c.x_train)
+    train_counts = torch.bincount(a.y_train, minlength=10).float()
+    test_counts = torch.bincount(a.y_test, minlength=10).float()
+    assert (train_counts - test_counts).abs().max() <= 1
+
+
+def test_digits_images():
+    split = data.load_digits(flat=False)
+    assert split.input_shape == (1, 8, 8)
+    flat = data.load_digits(flat=True)
+    assert torch.equal(split.x_train.flatten(1), flat.x_train)
+
+
+def test_loader_is_seeded():
+    split = data.load_digits()
+    first = [y.tolist() for _, y in data.make_loader(*split.train, batch_size=100, seed=3)]
+    again = [y.tolist() for _, y in data.make_loader(*split.train, batch_size=100, seed=3)]
+    other = [y.tolist() for _, y in data.make_loader(*split.train, batch_size=100, seed=4)]
+    assert first == again and first != other
+    train, test = split.loaders(batch_size=32)
+    assert len(train) == 29 and len(next(iter(train))[0]) == 32
+    assert torch.equal(next(iter(test))[1], split.y_test[:256])
+
+
+def test_subset_is_stratified():
+    split = data.load_digits().subset(100, 50)
+    assert len(split.y_train) == 100 and len(split.y_test) == 50
+    assert torch.bincount(split.y_train, minlength=10).min() >= 9
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="name must be one of 'digits', 'mnist', 'fashion-mnist', 'cifar10'; got 'imagenet'"):
+        data.load_dataset("imagenet")
+
+
+def test_missing_download_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        data.load_dataset("mnist", root=tmp_path, download=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_dataset_digits_is_embedded():
+    assert data.load_dataset("digits", flat=False).input_shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"test_size": 1.5}, "test_size must be in \\[0, 1\\], got 1.5"),
+    ({"test_size": 0.0}, "test_size must be strictly between 0 and 1"),
+])
+def test_bad_digits_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.load_digits(**kwargs)
+
+
+def test_bad_loader_arguments():
+    x, y = torch.zeros(4, 2), torch.zeros(3)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        data.make_loader(x, y[:4], batch_size=0)
+    with pytest.raises(ValueError, match="same length, got 4 and 3"):
+        data.make_loader(x, y)

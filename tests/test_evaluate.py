@@ -1,0 +1,113 @@
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from kdlab import data, evaluate, models
+
+
+def test_flops_of_linear_and_conv_equal_hand_count():
+    mlp = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    assert evaluate.flops(mlp, torch.zeros(4, 64)) == 2 * 4 * (64 * 32 + 32 * 10)
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert evaluate.flops(conv, torch.zeros(2, 3, 10, 10)) == 2 * 2 * 8 * 10 * 10 * 3 * 3 * 3
+    assert evaluate.macs(conv, torch.zeros(2, 3, 10, 10)) == 2 * 8 * 10 * 10 * 3 * 3 * 3
+
+
+def test_small_cnn_flops_hand_count():
+    cnn = models.SmallCNN(channels=(4, 8))
+    conv1 = 8 * 8 * 4 * 1 * 9
+    conv2 = 4 * 4 * 8 * 4 * 9
+    assert evaluate.flops(cnn, torch.zeros(1, 1, 8, 8)) == 2 * (conv1 + conv2 + 8 * 10)
+
+
+def test_parameter_counts_and_nonzeros():
+    model = nn.Linear(10, 5)
+    assert evaluate.count_parameters(model) == 55
+    with torch.no_grad():
+        model.weight[:2] = 0
+        model.bias.zero_()
+    assert evaluate.count_parameters(model, nonzero=True) == 30
+
+
+def test_model_size_bytes_equals_saved_file(tmp_path):
+    model = models.create("lenet-300-100")
+    # torch.save names the archive after the file; in memory it is "archive"
+    path = tmp_path / "archive.pt"
+    torch.save(model.state_dict(), path)
+    assert evaluate.model_size_bytes(model) == os.path.getsize(path)
+
+
+def test_latency_is_median_after_warmup(monkeypatch):
+    model = models.create("mlp-student")
+    samples = evaluate.latency_samples(model, torch.zeros(8, 64), warmup=2, repeats=7)
+    assert len(samples) == 7 and all(s > 0 for s in samples)
+    calls = []
+    real = evaluate.latency_samples
+    monkeypatch.setattr(evaluate, "latency_samples",
+                        lambda *a, **k: calls.append(k) or [5.0, 1.0, 3.0, 100.0, 2.0])
+    assert evaluate.latency(model, torch.zeros(1, 64), warmup=4, repeats=5) == 3.0
+    assert calls[0]["warmup"] == 4 and calls[0]["repeats"] == 5
+    monkeypatch.setattr(evaluate, "latency_samples", real)
+
+
+def test_latency_excludes_slow_first_calls():
+    import time
+
+    class SlowStart(nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            SlowStart.calls += 1
+            if SlowStart.calls <= 3:
+                time.sleep(0.05)
+            return x
+
+    assert evaluate.latency(SlowStart(), torch.zeros(1), warmup=3, repeats=5) < 5.0
+
+
+def test_classification_metrics_match_scikit_learn():
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (200,), generator=gen)
+    pred = torch.where(torch.rand(200, generator=gen) < 0.7, y, torch.randint(0, 5, (200,), generator=gen))
+    pred[pred == 4] = 3  # class 4 never predicted: precision 0 by convention
+    m = evaluate.classification_metrics(y, pred)
+    assert m["accuracy"] == pytest.approx((y == pred).float().mean().item())
+    assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro", zero_division=0))
+    assert m["recall"] == pytest.approx(recall_score(y, pred, average="macro", zero_division=0))
+    assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    logits = torch.nn.functional.one_hot(pred, 5).float()
+    assert evaluate.classification_metrics(y, logits) == m
+
+
+def test_report_rows_table_and_plot():
+    import matplotlib
+    matplotlib.use("Agg")
+    split = data.load_digits()
+    rep = evaluate.report({"tiny": models.create("mlp-tiny"), "student": models.create("mlp-student")},
+                          split, measure_latency=False)
+    assert list(rep.rows) == ["tiny", "student"]
+    assert rep["tiny"]["params"] == 1210 and rep["student"]["mflops"] == pytest.approx(2 * (64 * 32 + 32 * 10) / 1e6)
+    assert "latency_ms" not in rep.columns()
+    text = str(rep)
+    assert text.splitlines()[0].split()[:3] == ["model", "accuracy", "precision"]
+    assert rep.to_markdown().count("\n") == 3
+    ax = rep.plot(x="size_kb")
+    assert ax.get_xlabel() == "size_kb"
+    with_latency = evaluate.report({"tiny": models.create("mlp-tiny")}, split.test, repeats=3)
+    assert with_latency["tiny"]["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m: evaluate.latency(m, torch.zeros(1, 64), repeats=0), ValueError, "repeats must be an integer >= 1, got 0"),
+    (lambda m: evaluate.latency(m, torch.zeros(1, 64), warmup=-1), ValueError, "warmup must be an integer >= 0, got -1"),
+    (lambda m: evaluate.flops(m, [1, 2]), TypeError, "example_input must be a tensor"),
+    (lambda m: evaluate.classification_metrics([1, 2], [1]), ValueError, "same length"),
+    (lambda m: evaluate.report({}, None), ValueError, "models must be a non-empty dict"),
+])
+def test_bad_evaluate_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call(models.create("mlp-tiny"))

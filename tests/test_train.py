@@ -1,0 +1,109 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdlab import data, models, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_digits()
+
+
+def test_fit_learns_and_is_reproducible(digits):
+    results = []
+    for _ in range(2):
+        train.seed_everything(0)
+        model = models.create("mlp-student")
+        history = train.fit(model, digits.train, epochs=10, lr=3e-3, progress=False)
+        results.append((history["loss"], train.evaluate(model, digits.test)))
+    assert results[0] == results[1]
+    losses, accuracy = results[0]
+    assert losses[-1] < losses[0] / 4
+    assert accuracy > 0.85
+
+
+def test_history_records_epochs_steps_and_eval(digits):
+    model = models.create("mlp-tiny")
+    history = train.fit(model, digits.train, epochs=3, batch_size=100, eval_data=digits.test, progress=False)
+    assert history["epoch"] == [1, 2, 3]
+    assert history.steps == 3 * 9
+    assert len(history["eval_acc"]) == 3 and all(0 <= a <= 1 for a in history["eval_acc"])
+    assert history.seconds > 0
+
+
+def test_objective_and_callbacks_plug_into_the_one_loop(digits):
+    seen = {"objective": 0, "steps": [], "epochs": []}
+
+    def objective(model, batch):
+        seen["objective"] += 1
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    class Recorder(train.Callback):
+        def on_epoch_end(self, state):
+            seen["epochs"].append(state.epoch)
+
+    model = models.create("mlp-tiny")
+    train.fit(model, digits.train, epochs=2, batch_size=300, objective=objective,
+              callbacks=[Recorder(), lambda state: seen["steps"].append(state.step)], progress=False)
+    assert seen["objective"] == 6 and seen["steps"] == [1, 2, 3, 4, 5, 6] and seen["epochs"] == [0, 1]
+
+
+def test_callback_can_stop_training(digits):
+    def stop_after_two(state):
+        state.stop = state.step >= 2
+
+    history = train.fit(models.create("mlp-tiny"), digits.train, epochs=5, callbacks=[stop_after_two],
+                        progress=False)
+    assert history.steps == 2 and len(history) == 1
+
+
+def test_fit_restores_mode_and_accepts_optimizer_objects(digits):
+    model = models.create("mlp-teacher").eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train.fit(model, digits.train, epochs=1, optimizer=opt, scheduler="cosine", progress=False)
+    assert not model.training
+
+
+def test_evaluate_accepts_every_data_form(digits):
+    model = models.create("mlp-tiny")
+    expected = train.evaluate(model, digits.test)
+    shuffled = data.make_loader(*digits.test, batch_size=50, shuffle=True, seed=1)
+    assert train.evaluate(model, digits) == expected
+    assert train.evaluate(model, shuffled) == pytest.approx(expected)
+    assert train.predict(model, digits.x_test).shape == (899, 10)
+
+
+def test_seed_everything_fixes_threads_and_random_state():
+    train.seed_everything(5, threads=1)
+    a = torch.rand(3)
+    assert torch.get_num_threads() == 1
+    train.seed_everything(5, threads=1)
+    assert torch.equal(a, torch.rand(3))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
+    ({"epochs": 1.5}, TypeError, "epochs must be an integer, got 1.5"),
+    ({"epochs": 1, "lr": -1.0}, ValueError, "lr must be a finite number > 0, got -1.0"),
+    ({"epochs": 1, "lr": float("nan")}, ValueError, "lr must be a finite number > 0, got nan"),
+    ({"epochs": 1, "optimizer": "rmsprop"}, ValueError, "optimizer must be one of 'adam', 'adamw', 'sgd'; got 'rmsprop'"),
+    ({"epochs": 1, "scheduler": "step"}, ValueError, "scheduler must be one of None, 'cosine'; got 'step'"),
+    ({"epochs": 1, "batch_size": 0}, ValueError, "batch_size must be an integer >= 1, got 0"),
+])
+def test_bad_fit_arguments_fail_before_training(digits, kwargs, error, match):
+    model = models.create("mlp-tiny")
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(error, match=match):
+        train.fit(model, digits.train, progress=False, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_bad_data_and_model():
+    with pytest.raises(TypeError, match="data must be a DataLoader, an \\(x, y\\) tuple"):
+        train.fit(models.create("mlp-tiny"), [1, 2, 3], epochs=1)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        train.fit("model", (torch.zeros(2, 64), torch.zeros(2)), epochs=1)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        train.seed_everything(-1)

@@ -1,0 +1,28 @@
+import torch
+
+from kdlab import data, train, zoo
+
+
+def test_pretrained_is_cached_deterministic_and_leaves_rng_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path))
+    split = data.load_digits()
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = zoo.pretrained("mlp-tiny", epochs=2, data=split)
+    assert torch.equal(torch.rand(1), expected_next)
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pt"
+    again = zoo.pretrained("mlp-tiny", epochs=2, data=split)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert not again.training and train.evaluate(again, split.test) > 0.5
+
+
+def test_damaged_cache_file_is_retrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path))
+    split = data.load_digits()
+    model = zoo.pretrained("mlp-tiny", epochs=1, data=split)
+    path = next(tmp_path.iterdir())
+    path.write_bytes(b"not a checkpoint")
+    again = zoo.pretrained("mlp-tiny", epochs=1, data=split)
+    assert torch.equal(model.layers[0].weight, again.layers[0].weight)
