@@ -66,16 +66,15 @@ def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: i
     if data is None:
         data = load_dataset(dataset, flat=flat)
     path = cache_dir() / _key(preset, dataset, seed, recipe)
-    model = create(preset, input_shape=data.input_shape, num_classes=data.num_classes)
-    if path.exists():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
-        except Exception:  # a damaged cache file is retrained, never trusted
-            pass
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create(preset, input_shape=data.input_shape, num_classes=data.num_classes)
+        if path.exists():
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                return model.eval()
+            except Exception:  # a damaged cache file is retrained, never trusted
+                pass
         fit(model, data.train, epochs=recipe["epochs"], lr=recipe["lr"],
             weight_decay=recipe["weight_decay"], batch_size=recipe["batch_size"], seed=seed,
             device="cpu", progress=False)
