@@ -1,0 +1,193 @@
+"""Unstructured (weight-by-weight) pruning: score every prunable weight, remove
+the lowest-scoring ones, keep the rest.
+
+Criteria (higher score = more important):
+
+- magnitude  |w|                      (Han et al. 2015)
+- random     u ~ U(0, 1)              (the baseline every criterion must beat)
+- taylor     sum over batches (g*w)^2 (Molchanov et al. 2019, per weight)
+- snip       |g*w| / sum_k |g_k*w_k|  (Lee et al. 2019, on the summed gradient)
+
+``amount`` is always the fraction of the prunable weights removed **in total**
+(not of what remains, unlike ``torch.nn.utils.prune``): ``round(amount * n)``
+weights of the ``n`` in scope get a False mask. ``scope="global"`` ranks all
+prunable weights together (one threshold, found with ``torch.kthvalue``);
+``scope="layer"`` removes ``round(amount * n_l)`` from every layer.
+
+Tie rule: weights whose score equals the k-th smallest are pruned in flat order
+(earlier index first) until exactly k are pruned. ``torch.nn.utils.prune``'s
+``topk`` leaves ties unspecified; with distinct scores both choose the same set.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab import _validate
+from kdlab.prune.masks import PruningMasks, prunable_weights
+
+SCOPES = ("global", "layer")
+GRADIENT_CRITERIA = ("taylor", "snip")
+
+
+def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool tensor, True at the ``k`` smallest entries of a flat ``scores`` (ties by index)."""
+    pruned = torch.zeros_like(scores, dtype=torch.bool)
+    if k == 0:
+        return pruned
+    threshold = torch.kthvalue(scores, k).values
+    pruned = scores < threshold
+    ties = (scores == threshold).nonzero().flatten()[: k - int(pruned.sum())]
+    pruned[ties] = True
+    return pruned
+
+
+def masks_from_scores(model: nn.Module, scores: dict, amount: float, *, scope: str = "global",
+                      previous: PruningMasks | None = None) -> PruningMasks:
+    """Prune the ``round(amount * n)`` lowest ``scores`` (``{parameter name: tensor}``)
+    globally or per layer, zero them in ``model`` and return the masks.
+
+    Entries already pruned in ``previous`` are ranked lowest, so a growing
+    ``amount`` (a schedule) never revives a pruned weight."""
+    amount = _validate.fraction("amount", amount)
+    _validate.choice("scope", scope, SCOPES)
+    flat = {}
+    for name, s in scores.items():
+        s = s.detach().flatten().float()
+        if previous is not None and name in previous:
+            s = s.masked_fill(~previous[name].flatten(), float("-inf"))
+        flat[name] = s
+    if scope == "global":
+        sizes = [s.numel() for s in flat.values()]
+        pruned = _lowest(torch.cat(list(flat.values())), round(amount * sum(sizes))).split(sizes)
+        pruned = dict(zip(flat, pruned))
+    else:
+        pruned = {n: _lowest(s, round(amount * s.numel())) for n, s in flat.items()}
+    masks = {n: ~p.view(scores[n].shape) for n, p in pruned.items()}
+    return PruningMasks(model, masks).apply()
+
+
+def magnitude_prune(model: nn.Module, amount: float, *, scope: str = "global", layers=None,
+                    previous: PruningMasks | None = None) -> PruningMasks:
+    """Remove the fraction ``amount`` in [0, 1] of the prunable weights with the
+    smallest |w|, over all layers at once (``scope="global"``) or in each layer
+    (``"layer"``); ``layers`` restricts pruning to some layers (names or modules).
+
+    >>> from kdlab import models, prune
+    >>> model = models.create("lenet-300-100")
+    >>> masks = prune.magnitude_prune(model, 0.9)
+    >>> round(prune.sparsity(model)["global"], 3)
+    0.9
+    """
+    _validate.fraction("amount", amount)
+    _validate.choice("scope", scope, SCOPES)
+    weights = prunable_weights(model, layers)
+    return masks_from_scores(model, {n: w.abs() for n, w in weights.items()}, amount,
+                             scope=scope, previous=previous)
+
+
+def random_prune(model: nn.Module, amount: float, *, seed: int = 0, scope: str = "global",
+                 layers=None, previous: PruningMasks | None = None) -> PruningMasks:
+    """Remove a random fraction ``amount`` of the prunable weights (scores drawn
+    from U(0, 1) with a generator seeded by ``seed``): the baseline.
+
+    >>> from kdlab import models, prune
+    >>> masks = prune.random_prune(models.create("mlp-student"), 0.5, seed=0)
+    """
+    _validate.fraction("amount", amount)
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    _validate.choice("scope", scope, SCOPES)
+    weights = prunable_weights(model, layers)
+    gen = torch.Generator().manual_seed(seed)
+    scores = {n: torch.rand(w.shape, generator=gen) for n, w in weights.items()}
+    return masks_from_scores(model, scores, amount, scope=scope, previous=previous)
+
+
+def threshold_prune(model: nn.Module, threshold: float, *, layers=None) -> PruningMasks:
+    """Remove every prunable weight with |w| < ``threshold`` (>= 0).
+
+    >>> from kdlab import models, prune
+    >>> masks = prune.threshold_prune(models.create("mlp-student"), 0.05)
+    """
+    threshold = _validate.positive_float("threshold", threshold, allow_zero=True)
+    weights = prunable_weights(model, layers)
+    return PruningMasks(model, {n: w.detach().abs() >= threshold for n, w in weights.items()}).apply()
+
+
+def std_threshold_prune(model: nn.Module, quality: float, *, layers=None) -> PruningMasks:
+    """Han et al.'s rule: in each layer remove |w| < quality * std(W), ``quality`` >= 0.
+
+    For roughly Gaussian weights quality 1 removes about 68% of a layer.
+
+    >>> from kdlab import models, prune
+    >>> masks = prune.std_threshold_prune(models.create("lenet-300-100"), 1.0)
+    """
+    quality = _validate.positive_float("quality", quality, allow_zero=True)
+    weights = prunable_weights(model, layers)
+    return PruningMasks(model, {n: w.detach().abs() >= quality * w.detach().std()
+                                for n, w in weights.items()}).apply()
+
+
+def gradient_scores(model: nn.Module, data, *, criterion: str = "taylor", loss_fn=None,
+                    batches: int = 1, batch_size: int = 128, layers=None) -> dict:
+    """Per-weight importance from gradients of the loss on ``batches`` batches of ``data``.
+
+    - ``"taylor"``: sum over batches of (g_b * w)^2, g_b the batch gradient.
+    - ``"snip"``: |g * w| / sum_k |g_k * w_k| with g summed over the batches
+      (the normalisation spans all the layers scored).
+
+    The model runs in eval mode (no dropout, BatchNorm statistics untouched) and its
+    ``.grad`` fields are left alone (gradients come from ``torch.autograd.grad``).
+    """
+    from kdlab.train import as_loader
+
+    if data is None:
+        raise ValueError("data is required: gradient criteria need batches (x, y) to compute gradients")
+    _validate.choice("criterion", criterion, GRADIENT_CRITERIA)
+    batches = _validate.positive_int("batches", batches)
+    weights = prunable_weights(model, layers)
+    loader = as_loader(data, batch_size=batch_size, shuffle=False)
+    loss_fn = loss_fn or F.cross_entropy
+    device = next(iter(weights.values())).device
+    acc = {n: torch.zeros_like(w) for n, w in weights.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        for i, batch in enumerate(loader):
+            if i == batches:
+                break
+            x, y = batch[0].to(device), batch[1].to(device)
+            grads = torch.autograd.grad(loss_fn(model(x), y), list(weights.values()))
+            for (n, w), g in zip(weights.items(), grads):
+                acc[n] += (g * w).detach() ** 2 if criterion == "taylor" else g.detach()
+    finally:
+        model.train(was_training)
+    if criterion == "taylor":
+        return acc
+    saliency = {n: (acc[n] * w.detach()).abs() for n, w in weights.items()}
+    total = sum(s.sum() for s in saliency.values()).clamp(min=torch.finfo(torch.float32).tiny)
+    return {n: s / total for n, s in saliency.items()}
+
+
+def gradient_prune(model: nn.Module, amount: float, data, *, loss_fn=None, criterion: str = "taylor",
+                   batches: int = 1, batch_size: int = 128, scope: str = "global", layers=None,
+                   previous: PruningMasks | None = None) -> PruningMasks:
+    """Remove the fraction ``amount`` of prunable weights with the lowest
+    :func:`gradient_scores` (``criterion`` ``"taylor"`` or ``"snip"``).
+
+    ``data``: a Split (its training part), ``(x, y)`` tensors or a DataLoader;
+    ``loss_fn(logits, y)`` defaults to cross-entropy.
+
+    >>> from kdlab import data, models, prune
+    >>> split = data.load_digits()
+    >>> masks = prune.gradient_prune(models.create("mlp-student"), 0.8, split, criterion="snip")
+    """
+    if data is None:
+        raise ValueError("data is required: gradient_prune needs batches (x, y) to compute gradients")
+    _validate.fraction("amount", amount)
+    _validate.choice("criterion", criterion, GRADIENT_CRITERIA)
+    _validate.choice("scope", scope, SCOPES)
+    scores = gradient_scores(model, data, criterion=criterion, loss_fn=loss_fn, batches=batches,
+                             batch_size=batch_size, layers=layers)
+    return masks_from_scores(model, scores, amount, scope=scope, previous=previous)
