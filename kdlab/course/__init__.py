@@ -1,0 +1,29 @@
+"""The course notebooks shipped with the package.
+
+``kdlab.course.lessons`` and ``kdlab.course.exercises`` are the repository's
+``lessons/`` and ``exercises/`` folders, mapped into the package at build time,
+so ``pip install kdlab`` brings the course without a clone.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+FOLDERS = ("lessons", "exercises")
+
+
+def folder(name: str) -> Path:
+    """The installed folder of ``name`` (``"lessons"`` or ``"exercises"``)."""
+    from kdlab import _validate
+
+    _validate.choice("name", name, FOLDERS)
+    try:
+        return Path(str(resources.files(f"kdlab.course.{name}")))
+    except ModuleNotFoundError:
+        # an editable install of a clone: the folders sit beside the package
+        return Path(__file__).resolve().parents[2] / name
+
+
+def notebooks(name: str) -> list:
+    """The notebooks of ``name``, sorted; drafts such as ``*.updated.ipynb`` excluded."""
+    return sorted(p for p in folder(name).glob("*.ipynb") if p.stem.count(".") == 0)
