@@ -1,0 +1,432 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+import kdlab
+from kdlab import distill
+from kdlab.distill import (Distiller, attention_transfer_loss, cosine_temperature, dkd_loss, dkd_terms,
+                           hint_loss, kd_loss, linear_temperature, make_regressor,
+                           multi_teacher_targets, soft_targets, transfer_targets)
+from kdlab.models import MLP, SmallCNN
+
+FAST = settings(max_examples=25, deadline=None)
+
+
+def logits_strategy(max_batch=6, max_classes=8, scale=20.0):
+    return st.tuples(st.integers(1, max_batch), st.integers(2, max_classes), st.integers(0, 2**31 - 1),
+                     st.floats(0.1, scale)).map(
+        lambda a: torch.randn(a[0], a[1], generator=torch.Generator().manual_seed(a[2]), dtype=torch.float64) * a[3])
+
+
+temperatures = st.floats(0.05, 50.0)
+
+
+# ----------------------------------------------------------------- soft targets
+
+@FAST
+@given(logits_strategy(), temperatures)
+def test_soft_targets_sum_to_one_and_shift_invariant(z, T):
+    q = soft_targets(z, T)
+    assert torch.allclose(q.sum(-1), torch.ones(len(z), dtype=z.dtype))
+    assert (q >= 0).all()
+    assert torch.allclose(soft_targets(z + 7.5, T), q, atol=1e-12)
+
+
+@FAST
+@given(logits_strategy())
+def test_soft_targets_at_T1_is_softmax_and_differs_from_softmax_of_probs(z):
+    assert torch.allclose(soft_targets(z, 1.0), torch.softmax(z, -1))
+    probs = torch.softmax(z, -1)
+    # softening probabilities squeezes them into [0, 1]: nearly uniform, not the soft targets
+    wrong = torch.softmax(probs / 4.0, -1)
+    right = soft_targets(z, 4.0)
+    spread = z.max(-1).values - z.min(-1).values
+    rows = spread > 1.0
+    if rows.any():
+        assert not torch.allclose(wrong[rows], right[rows], atol=1e-3)
+    # renormalised p^(1/T) is the same thing as softmax(z / T)
+    powered = probs ** (1 / 4.0)
+    assert torch.allclose(powered / powered.sum(-1, keepdim=True), right, atol=1e-10)
+
+
+def test_soft_targets_limits():
+    z = torch.tensor([[3.0, 1.0, -2.0, 0.5]], dtype=torch.float64)
+    assert torch.allclose(soft_targets(z, 1e-3), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64))
+    assert torch.allclose(soft_targets(z, 1e6), torch.full((1, 4), 0.25, dtype=torch.float64), atol=1e-5)
+    entropies = [-(q * q.log()).sum().item() for q in (soft_targets(z, T) for T in (0.5, 1, 2, 4, 8))]
+    assert entropies == sorted(entropies)
+
+
+def test_top_level_reexports():
+    assert kdlab.soft_targets is soft_targets and kdlab.kd_loss is kd_loss
+
+
+# ----------------------------------------------------------------- kd_loss
+
+def _reference_kd(s, t, y, T, alpha):
+    q_t = torch.softmax(t / T, 1)
+    p_s = torch.softmax(s / T, 1)
+    kl = (q_t * (q_t.log() - p_s.log())).sum() / len(s)
+    ce = -torch.log(torch.softmax(s, 1)[torch.arange(len(s)), y]).mean()
+    return alpha * T ** 2 * kl + (1 - alpha) * ce
+
+
+@FAST
+@given(logits_strategy(scale=5.0), logits_strategy(scale=5.0), st.floats(0.5, 10.0), st.floats(0.0, 1.0),
+       st.integers(0, 1000))
+def test_kd_loss_matches_formula(s, t, T, alpha, seed):
+    n, c = min(len(s), len(t)), min(s.shape[1], t.shape[1])
+    s, t = s[:n, :c], t[:n, :c]
+    y = torch.randint(0, c, (n,), generator=torch.Generator().manual_seed(seed))
+    got = kd_loss(s, t, y, temperature=T, alpha=alpha)
+    assert torch.allclose(got, _reference_kd(s, t, y, T, alpha), rtol=1e-8, atol=1e-10)
+    soft_only = kd_loss(s, t, temperature=T)
+    assert torch.allclose(soft_only, _reference_kd(s, t, y, T, 1.0), rtol=1e-8, atol=1e-10)
+
+
+@FAST
+@given(logits_strategy(), temperatures)
+def test_kd_soft_part_zero_when_student_equals_teacher(z, T):
+    assert kd_loss(z, z.clone(), temperature=T).abs().item() < 1e-9
+    assert kd_loss(z + 3.0, z, temperature=T).abs().item() < 1e-9  # only the distribution matters
+
+
+def test_kd_loss_soft_gradient_scales_as_inverse_T_squared():
+    torch.manual_seed(0)
+    s0, t = torch.randn(16, 10, dtype=torch.float64), torch.randn(16, 10, dtype=torch.float64)
+    norms_with, norms_without = {}, {}
+    for T in (4.0, 8.0, 16.0, 32.0):
+        s = s0.clone().requires_grad_()
+        kd_loss(s, t, temperature=T).backward()
+        norms_with[T] = s.grad.norm().item()
+        norms_without[T] = norms_with[T] / T ** 2
+    # without T^2 the gradient falls as 1/T^2 (ratio of consecutive temperatures ~ 4) ...
+    for lo, hi in ((4.0, 8.0), (8.0, 16.0), (16.0, 32.0)):
+        assert norms_without[lo] / norms_without[hi] == pytest.approx(4.0, rel=0.1)
+    # ... with it the gradient stays level
+    assert max(norms_with.values()) / min(norms_with.values()) < 1.15
+
+
+def test_kd_loss_is_finite_for_huge_logits():
+    torch.manual_seed(0)
+    s = torch.randn(8, 10) * 1e4
+    t = torch.randn(8, 10) * 1e4
+    s.requires_grad_()
+    y = torch.randint(0, 10, (8,))
+    for T in (0.5, 1.0, 4.0, 20.0):
+        loss = kd_loss(s, t, y, temperature=T)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+        assert torch.isfinite(dkd_loss(s, t, y, temperature=T))
+    assert kd_loss(t, t, temperature=1.0).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_kd_loss_uses_batchmean_not_mean():
+    s, t = torch.zeros(4, 10), torch.eye(10)[:4] * 5
+    per_example = kd_loss(s[:1], t[:1], temperature=1.0)
+    assert kd_loss(s, t, temperature=1.0).item() == pytest.approx(per_example.item(), rel=1e-6)
+
+
+# ----------------------------------------------------------------- DKD
+
+@FAST
+@given(logits_strategy(scale=6.0), st.floats(0.5, 8.0), st.integers(0, 1000))
+def test_dkd_decomposition_reproduces_kd(s, T, seed):
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.randn(s.shape, generator=gen, dtype=s.dtype) * 4
+    y = torch.randint(0, s.shape[1], (len(s),), generator=gen)
+    parts = dkd_terms(s, t, y, temperature=T)
+    assert (parts.tckd >= -1e-12).all() and (parts.nckd >= -1e-12).all()
+    rebuilt = T ** 2 * (parts.tckd + (1 - parts.teacher_target_prob) * parts.nckd).mean()
+    assert torch.allclose(rebuilt, kd_loss(s, t, temperature=T), rtol=1e-8, atol=1e-10)
+    expected = T ** 2 * (1.0 * parts.tckd + 8.0 * parts.nckd).mean()
+    assert torch.allclose(dkd_loss(s, t, y, temperature=T), expected)
+
+
+# ----------------------------------------------------------------- several teachers
+
+def test_multi_teacher_modes_and_weights():
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    T = 2.0
+    logits_mode = multi_teacher_targets([a, b], T, weights=[3, 1])
+    assert torch.allclose(logits_mode, torch.softmax((0.75 * a + 0.25 * b) / T, 1))
+    probs_mode = multi_teacher_targets([a, b], T, weights=[3, 1], mode="probs")
+    assert torch.allclose(probs_mode, 0.75 * soft_targets(a, T) + 0.25 * soft_targets(b, T))
+    assert torch.allclose(multi_teacher_targets([a], T), soft_targets(a, T))
+    assert torch.allclose(multi_teacher_targets([a, b], T, weights=[1, 0], mode="probs"), soft_targets(a, T))
+    assert torch.allclose(multi_teacher_targets(torch.stack([a, b]), T), multi_teacher_targets([a, b], T))
+
+
+# ----------------------------------------------------------------- features
+
+def test_hint_loss_and_regressor():
+    s, t = torch.ones(3, 4), torch.zeros(3, 4)
+    assert hint_loss(s, t).item() == pytest.approx(0.5 * 4)
+    wide = torch.randn(3, 6)
+    reg = make_regressor(s, wide)
+    assert isinstance(reg, nn.Linear) and hint_loss(s, wide, reg).ndim == 0
+    conv = make_regressor(torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 4, 4))
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert isinstance(make_regressor(s, t), nn.Identity)
+    with pytest.raises(ValueError, match="regressor"):
+        hint_loss(s, wide)
+    with pytest.raises(ValueError, match="cannot map"):
+        make_regressor(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 2, 2))
+
+
+def test_attention_transfer_loss():
+    torch.manual_seed(0)
+    a = torch.randn(2, 4, 3, 3)
+    assert attention_transfer_loss(a, 3 * torch.cat([a, a], 1)).item() == pytest.approx(0.0, abs=1e-6)
+    b = torch.randn(2, 8, 3, 3)
+    q_s = F.normalize(a.pow(2).sum(1).flatten(1), dim=1)
+    q_t = F.normalize(b.pow(2).sum(1).flatten(1), dim=1)
+    expected = 0.5 * (q_s - q_t).norm(dim=1).mean()
+    assert attention_transfer_loss(a, b).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="spatial"):
+        attention_transfer_loss(a, torch.randn(2, 4, 2, 2))
+
+
+# ----------------------------------------------------------------- schedules
+
+def test_temperature_schedules():
+    lin = linear_temperature(8.0, 2.0, epochs=4)
+    assert [lin(e) for e in range(5)] == pytest.approx([8, 6, 4, 2, 2])
+    cos = cosine_temperature(8.0, 2.0, epochs=3)
+    assert [cos(e) for e in range(3)] == pytest.approx([8, 5, 2])
+    with pytest.raises(ValueError, match="start"):
+        linear_temperature(0.0, 2.0, 3)
+    with pytest.raises(ValueError, match="epoch"):
+        lin(-1)
+
+
+# ----------------------------------------------------------------- bad input
+
+GOOD_S, GOOD_T, GOOD_Y = torch.zeros(4, 3), torch.ones(4, 3), torch.tensor([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("T", [0.0, -1.0, math.inf, math.nan])
+def test_bad_temperature(T):
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(GOOD_S, GOOD_T, GOOD_Y, temperature=T)
+    with pytest.raises(ValueError, match="temperature"):
+        soft_targets(GOOD_S, T)
+    with pytest.raises(ValueError, match="temperature"):
+        multi_teacher_targets([GOOD_T], T)
+    with pytest.raises(ValueError, match="temperature"):
+        Distiller(MLP(4, (3,), 3), MLP(4, (3,), 3), temperature=T)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, math.nan])
+def test_bad_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        kd_loss(GOOD_S, GOOD_T, GOOD_Y, alpha=alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        Distiller(MLP(4, (3,), 3), MLP(4, (3,), 3), alpha=alpha)
+
+
+def test_mismatched_logits():
+    with pytest.raises(ValueError, match="same shape"):
+        kd_loss(GOOD_S, torch.ones(4, 5), GOOD_Y)
+    with pytest.raises(ValueError, match="same shape"):
+        dkd_loss(GOOD_S, torch.ones(3, 3), GOOD_Y)
+    with pytest.raises(ValueError, match="teacher_logits\\[1\\]"):
+        multi_teacher_targets([GOOD_T, torch.ones(4, 5)], 2.0)
+
+
+@pytest.mark.parametrize("y, match", [(torch.tensor([0, 1, 2]), "shape"), (torch.tensor([[0, 1, 2, 0]]), "shape"),
+                                      (torch.tensor([0, 1, 3, 0]), "class indices"),
+                                      (torch.tensor([0, -1, 2, 0]), "class indices")])
+def test_bad_targets(y, match):
+    with pytest.raises(ValueError, match=match):
+        kd_loss(GOOD_S, GOOD_T, y)
+    with pytest.raises(ValueError, match=match):
+        dkd_loss(GOOD_S, GOOD_T, y)
+
+
+def test_float_targets_refused():
+    with pytest.raises(TypeError, match="targets"):
+        kd_loss(GOOD_S, GOOD_T, GOOD_Y.float())
+
+
+def test_empty_teachers():
+    with pytest.raises(ValueError, match="teacher"):
+        multi_teacher_targets([], 2.0)
+    with pytest.raises(ValueError, match="teachers"):
+        Distiller(MLP(4, (3,), 3), [])
+
+
+@pytest.mark.parametrize("weights, match", [([1.0, -1.0], "weights\\[1\\]"), ([1.0], "one entry per teacher"),
+                                            ([0.0, 0.0], "all be zero"), ([1.0, math.nan], "weights\\[1\\]")])
+def test_bad_teacher_weights(weights, match):
+    with pytest.raises(ValueError, match=match):
+        multi_teacher_targets([GOOD_T, GOOD_T], 2.0, weights=weights)
+    with pytest.raises(ValueError, match="teacher_weights") as err:
+        Distiller(MLP(4, (3,), 3), [MLP(4, (3,), 3), MLP(4, (3,), 3)], teacher_weights=weights)
+    assert err.match(match)
+
+
+def test_distiller_bad_options():
+    s, t = MLP(4, (3,), 3), MLP(4, (3,), 3)
+    with pytest.raises(ValueError, match="loss"):
+        Distiller(s, t, loss="mse")
+    with pytest.raises(ValueError, match="multi_teacher_mode"):
+        Distiller(s, t, multi_teacher_mode="votes")
+    with pytest.raises(ValueError, match="needs loss='kd'"):
+        Distiller(s, t, multi_teacher_mode="probs", loss="dkd")
+    with pytest.raises(ValueError, match="layers.9"):
+        Distiller(s, t, hints=[("layers.0", "layers.9")])
+    with pytest.raises(ValueError, match="cache_teacher"):
+        Distiller(s, t, hints=[("layers.0", "layers.0")], cache_teacher=True)
+    with pytest.raises(ValueError, match="one teacher"):
+        Distiller(s, [t, t], hints=[("layers.0", "layers.0")])
+
+
+# ----------------------------------------------------------------- the Distiller
+
+def _toy(n=96, features=6, classes=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=gen)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return x, y
+
+
+class ModeRecorder(nn.Module):
+    """A teacher that records whether it ran in training mode or with gradients on."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, x):
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        return self.inner(x)
+
+
+def test_distiller_objective_equals_kd_loss_and_teacher_frozen():
+    torch.manual_seed(0)
+    x, y = _toy()
+    student, teacher = MLP(6, (8,), 3), ModeRecorder(MLP(6, (16,), 3))
+    teacher.train()
+    before = [p.clone() for p in teacher.parameters()]
+    d = Distiller(student, teacher, temperature=3.0, alpha=0.7)
+    d.fit((x, y), epochs=2, batch_size=32, progress=False)
+    assert teacher.seen and all(mode == (False, False) for mode in teacher.seen)
+    assert teacher.training  # its mode is restored afterwards
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    teacher.eval()
+    with torch.no_grad():
+        expected = kd_loss(student(x[:32]), teacher(x[:32]), y[:32], temperature=3.0, alpha=0.7)
+        got = d.objective(student, (x[:32], y[:32]))
+    assert torch.allclose(got, expected)
+
+
+def test_cached_teacher_matches_uncached_and_runs_teacher_once():
+    x, y = _toy()
+    results = []
+    for cache in (False, True):
+        torch.manual_seed(0)
+        student, teacher = MLP(6, (8,), 3), ModeRecorder(MLP(6, (16,), 3))
+        torch.manual_seed(1)
+        d = Distiller(student, teacher, temperature=linear_temperature(6.0, 2.0, 3), cache_teacher=cache)
+        h = d.fit((x, y), epochs=3, batch_size=32, progress=False)
+        results.append((h["loss"], [p.detach().clone() for p in student.parameters()], len(teacher.seen)))
+        assert d.temperature == pytest.approx(2.0)
+    (loss_a, params_a, calls_a), (loss_b, params_b, calls_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params_a, params_b))
+    assert calls_a == 9 and calls_b == 1  # 3 batches x 3 epochs against one pass
+
+
+def test_cache_refuses_a_dataloader():
+    from kdlab.data import make_loader
+
+    x, y = _toy()
+    d = Distiller(MLP(6, (8,), 3), MLP(6, (16,), 3), cache_teacher=True)
+    with pytest.raises(ValueError, match="cache_teacher=True needs in-memory data"):
+        d.fit(make_loader(x, y), epochs=1, progress=False)
+
+
+def test_unlabelled_examples_get_the_soft_term_only():
+    torch.manual_seed(0)
+    x, y = _toy(n=8)
+    student, teacher = MLP(6, (8,), 3), MLP(6, (16,), 3).eval()
+    d = Distiller(student, teacher, temperature=2.0, alpha=0.6)
+    y_part = y.clone()
+    y_part[4:] = distill.UNLABELLED
+    with torch.no_grad():
+        s, t = student(x), teacher(x)
+        soft = kd_loss(s, t, temperature=2.0)
+        hard = F.cross_entropy(s[:4], y[:4])
+        assert torch.allclose(d.objective(student, (x, y_part)), 0.6 * soft + 0.4 * hard)
+        assert torch.allclose(d.objective(student, (x,)), soft)
+
+
+def test_multi_teacher_distiller_uses_weighted_targets():
+    torch.manual_seed(0)
+    x, y = _toy(n=16)
+    student, a, b = MLP(6, (8,), 3), MLP(6, (16,), 3).eval(), MLP(6, (16,), 3).eval()
+    for mode in ("logits", "probs"):
+        d = Distiller(student, [a, b], teacher_weights=[2, 1], multi_teacher_mode=mode, temperature=3.0)
+        with torch.no_grad():
+            q = multi_teacher_targets([a(x), b(x)], 3.0, [2, 1], mode)
+            p = F.log_softmax(student(x) / 3.0, 1)
+            expected = 9 * (q * (q.log() - p)).sum() / len(x)
+            assert torch.allclose(d.objective(student, (x,)), expected, atol=1e-6)
+
+
+def test_hints_use_hooks_train_the_regressor_and_leave_forward_alone():
+    torch.manual_seed(0)
+    x, y = _toy()
+    student, teacher = MLP(6, (4,), 3), MLP(6, (16,), 3).eval()
+    forward_before = type(student).forward
+    d = Distiller(student, teacher, hints=[("layers.1", "layers.1")], hint_weight=0.1)
+    d.fit((x, y), epochs=2, batch_size=32, progress=False)
+    reg = d.regressors["0"]
+    assert isinstance(reg, nn.Linear) and (reg.in_features, reg.out_features) == (4, 16)
+    assert reg.weight.grad is not None and reg.weight.grad.abs().sum() > 0
+    assert not student.layers[1]._forward_hooks and not teacher.layers[1]._forward_hooks
+    assert type(student).forward is forward_before and "forward" not in vars(student)
+
+
+def test_attention_hints_on_cnns_and_dkd_train():
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 8, 8)
+    y = torch.randint(0, 3, (32,))
+    student, teacher = SmallCNN(1, 3, (4, 8)), SmallCNN(1, 3, (8, 16)).eval()
+    d = Distiller(student, teacher, hints=[("features.0", "features.0"), ("features.2", "features.2")],
+                  hint_kind="attention", loss="dkd")
+    h = d.fit((x, y), epochs=2, batch_size=16, progress=False)
+    assert len(h) == 2 and all(math.isfinite(v) for v in h["loss"])
+    assert not any(m._forward_hooks for m in list(student.modules()) + list(teacher.modules()))
+
+
+def test_callable_loss_and_extra_callbacks():
+    x, y = _toy(n=32)
+    seen, epochs = [], []
+
+    def my_loss(s, t, targets, T):
+        seen.append(T)
+        return F.mse_loss(s, t)
+
+    class Recorder(kdlab.train.Callback):
+        def on_epoch_start(self, state):
+            epochs.append(state.epoch)
+
+    d = Distiller(MLP(6, (8,), 3), MLP(6, (16,), 3), loss=my_loss, temperature=cosine_temperature(4, 1, 2))
+    d.fit((x, y), epochs=2, batch_size=16, callbacks=[Recorder()], progress=False)
+    assert seen == [4.0, 4.0, 1.0, 1.0] and epochs == [0, 1]
+
+
+def test_transfer_targets_soft_and_hard():
+    torch.manual_seed(0)
+    x, _ = _toy(n=10)
+    teacher = MLP(6, (16,), 3).eval()
+    soft = transfer_targets(teacher, x, temperature=2.0)
+    assert torch.allclose(soft, soft_targets(teacher(x).detach(), 2.0))
+    assert torch.equal(transfer_targets(teacher, x, hard=True), teacher(x).argmax(1))
