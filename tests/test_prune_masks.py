@@ -1,0 +1,220 @@
+"""Masks that stay applied without hooks; schedules; sparse checkpoints; sensitivity."""
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from kdlab import data, evaluate, models, prune, train
+
+
+@pytest.fixture
+def lenet():
+    torch.manual_seed(0)
+    return models.create("lenet-300-100")
+
+
+@pytest.fixture(scope="module")
+def split():
+    return data.load_digits()
+
+
+def steps(model, optimizer, n, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x = torch.randn(32, 64, generator=gen)
+        y = torch.randint(0, 10, (32,), generator=gen)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def pruned_entries(model, masks):
+    return torch.cat([model.get_parameter(n).detach()[~m] for n, m in masks.items()])
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-2),
+], ids=["sgd-momentum", "adam-weight-decay"])
+def test_masks_stay_exactly_zero_for_100_steps(lenet, make_optimizer):
+    masks = prune.magnitude_prune(lenet, 0.9)
+    optimizer = make_optimizer(lenet.parameters())
+    masks.attach(optimizer)
+    steps(lenet, optimizer, 100)
+    assert torch.count_nonzero(pruned_entries(lenet, masks)) == 0
+    assert prune.sparsity(lenet)["global"] == pytest.approx(0.9, abs=1e-4)
+    # and without the hook the same training revives them: the test can fail
+    torch.manual_seed(0)
+    bare = models.create("lenet-300-100")
+    bare_masks = prune.magnitude_prune(bare, 0.9)
+    bare_opt = make_optimizer(bare.parameters())
+    steps(bare, bare_opt, 100)
+    assert torch.count_nonzero(pruned_entries(bare, bare_masks)) > 0
+
+
+def test_detached_handle_stops_reapplying(lenet):
+    masks = prune.magnitude_prune(lenet, 0.5)
+    optimizer = torch.optim.SGD(lenet.parameters(), lr=0.1, momentum=0.9)
+    handle = masks.attach(optimizer)
+    handle.remove()
+    steps(lenet, optimizer, 3)
+    assert torch.count_nonzero(pruned_entries(lenet, masks)) > 0
+
+
+def test_callback_keeps_masks_in_fit(lenet, split):
+    masks = prune.magnitude_prune(lenet, 0.8)
+    train.fit(lenet, split, epochs=2, optimizer="adamw", weight_decay=0.1, callbacks=[masks.callback()])
+    assert torch.count_nonzero(pruned_entries(lenet, masks)) == 0
+
+
+def test_pruned_model_is_an_ordinary_model(lenet, tmp_path):
+    keys = list(lenet.state_dict())
+    prune.magnitude_prune(lenet, 0.7)
+    assert list(lenet.state_dict()) == keys
+    assert not lenet._forward_pre_hooks and not lenet.layers[0]._forward_pre_hooks
+    twin = copy.deepcopy(lenet)
+    assert torch.equal(twin.layers[0].weight, lenet.layers[0].weight)
+    torch.save(lenet.state_dict(), tmp_path / "m.pt")
+    fresh = models.create("lenet-300-100")
+    fresh.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    x = torch.randn(3, 64)
+    exported = torch.export.export(lenet.eval(), (x,))
+    torch.testing.assert_close(exported.module()(x), fresh.eval()(x))
+
+
+def test_mapping_and_validation(lenet):
+    masks = prune.magnitude_prune(lenet, 0.5)
+    assert len(masks) == 3 and masks["layers.0.weight"].dtype == torch.bool
+    with pytest.raises(ValueError, match="layers.0.weight"):
+        prune.PruningMasks(lenet, {"layers.0.weight": torch.ones(3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="nope"):
+        prune.PruningMasks(lenet, {"nope": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(TypeError, match="optimizer"):
+        masks.attach("sgd")
+
+
+def test_sparsity_reports_global_and_layers(lenet):
+    prune.magnitude_prune(lenet, 0.9, scope="layer")
+    s = prune.sparsity(lenet)
+    assert s["global"] == pytest.approx(0.9, abs=1e-3)
+    assert set(s["layers"]) == {"layers.0.weight", "layers.2.weight", "layers.4.weight"}
+    assert all(v == pytest.approx(0.9, abs=1e-3) for v in s["layers"].values())
+
+
+# --- schedules -------------------------------------------------------------------
+
+def test_agp_follows_the_zhu_gupta_formula():
+    si, sf, t0, t1, dt = 0.1, 0.9, 10, 110, 20
+    agp = prune.AGP(si, sf, start=t0, end=t1, frequency=dt)
+    n = (t1 - t0) / dt
+    for t in range(0, 150):
+        if t < t0:
+            expected = 0.0
+        elif t >= t1:
+            expected = sf
+        else:
+            tq = t0 + (t - t0) // dt * dt
+            expected = sf + (si - sf) * (1 - (tq - t0) / (n * dt)) ** 3
+        assert agp.sparsity_at(t) == pytest.approx(expected, abs=1e-12), t
+    assert agp.sparsity_at(t0) == pytest.approx(si)
+    assert agp.sparsity_at(t0 + 50) == pytest.approx(sf + (si - sf) * (1 - 40 / 100) ** 3)
+
+
+def test_iterative_and_one_shot_values():
+    it = prune.Iterative(0.9, 3, every=10, start=5)
+    assert [it.sparsity_at(t) for t in (0, 5, 14, 15, 25, 100)] == pytest.approx([0, 0.3, 0.3, 0.6, 0.9, 0.9])
+    assert prune.OneShot(0.4).sparsity_at(1000) == 0.4
+
+
+@pytest.mark.parametrize("schedule", [
+    lambda: prune.AGP(0.0, 0.8, start=0, end=40, frequency=5),
+    lambda: prune.Iterative(0.8, 4, every=10),
+    lambda: prune.AGP(0.0, 0.8, start=0, end=40, frequency=5,
+                      prune_fn=lambda m, a, previous: prune.random_prune(m, a, seed=0, scope="layer",
+                                                                         previous=previous)),
+], ids=["agp-magnitude", "iterative", "agp-random-layer"])
+def test_schedules_drive_fit_and_never_revive_weights(lenet, split, schedule):
+    schedule = schedule()
+    seen = []
+    record = lambda state: seen.append({n: m.clone() for n, m in schedule.masks.items()}) \
+        if schedule.masks is not None else None
+    train.fit(lenet, split, epochs=4, callbacks=[schedule, record])  # 15 steps per epoch
+    assert prune.sparsity(lenet)["global"] == pytest.approx(0.8, abs=1e-4)
+    for before, after in zip(seen, seen[1:]):
+        assert all(not torch.any(after[n] & ~before[n]) for n in before)
+    assert torch.count_nonzero(pruned_entries(lenet, schedule.masks)) == 0
+
+
+def test_gradient_criterion_in_a_schedule(lenet, split):
+    import functools
+
+    taylor = functools.partial(prune.gradient_prune, data=split, criterion="taylor")
+    train.fit(lenet, split, epochs=1, callbacks=[prune.OneShot(0.7, prune_fn=taylor)])
+    assert prune.sparsity(lenet)["global"] == pytest.approx(0.7, abs=1e-4)
+
+
+def test_schedule_bad_input():
+    with pytest.raises(ValueError, match="initial"):
+        prune.AGP(0.9, 0.5, start=0, end=10)
+    with pytest.raises(ValueError, match="end"):
+        prune.AGP(0.0, 0.5, start=10, end=10)
+    with pytest.raises(ValueError, match="final"):
+        prune.AGP(0.0, math.nan, start=0, end=10)
+    with pytest.raises(ValueError, match="n_steps"):
+        prune.Iterative(0.5, 0, every=3)
+    with pytest.raises(TypeError, match="prune_fn"):
+        prune.OneShot(0.5, prune_fn="magnitude")
+
+
+# --- sparse checkpoints -----------------------------------------------------------
+
+def test_save_sparse_round_trips_exactly(lenet, tmp_path):
+    prune.magnitude_prune(lenet, 0.9)
+    with torch.no_grad():
+        lenet.layers[0].weight[0, 0] = -0.0  # sign of zero kept too
+        lenet.layers[2].bias[:5] = 0.0
+    prune.save_sparse(lenet, tmp_path / "m.kds")
+    fresh = prune.load_sparse(tmp_path / "m.kds", models.create("lenet-300-100"))
+    for (name, a), b in zip(lenet.state_dict().items(), fresh.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32)), name
+
+
+def test_save_sparse_is_small_at_90_percent(lenet):
+    dense = evaluate.model_size_bytes(lenet)
+    prune.magnitude_prune(lenet, 0.9)
+    assert prune.sparse_size_bytes(lenet) * 5 <= dense
+    cnn = models.create("cnn-student", input_shape=(1, 8, 8))  # dense tensors: stored dense
+    assert prune.sparse_size_bytes(cnn) < evaluate.model_size_bytes(cnn) * 1.2
+
+
+def test_report_accepts_sparse_size(lenet, split):
+    prune.magnitude_prune(lenet, 0.9)
+    rep = evaluate.report({"pruned": lenet}, split, measure_latency=False, size_fn=prune.sparse_size_bytes)
+    assert rep["pruned"]["size_kb"] == pytest.approx(prune.sparse_size_bytes(lenet) / 1024)
+
+
+def test_load_sparse_refuses_other_files(lenet, tmp_path):
+    torch.save(lenet.state_dict(), tmp_path / "dense.pt")
+    with pytest.raises(ValueError, match="save_sparse"):
+        prune.load_sparse(tmp_path / "dense.pt", lenet)
+
+
+# --- sensitivity --------------------------------------------------------------------
+
+def test_sensitivity_scan(split):
+    model = models.create("mlp-student")
+    train.fit(model, split, epochs=3, lr=3e-3)
+    scan = prune.sensitivity_scan(model, split.test, [0.0, 0.5, 0.99])
+    assert list(scan.accuracy) == ["layers.0", "layers.2"]
+    for acc in scan.accuracy.values():
+        assert acc[0] == pytest.approx(scan.baseline)
+        assert acc[2] < scan.baseline
+    ax = prune.plot_sensitivity(scan)
+    assert len(ax.get_lines()) == 3
+    import matplotlib.pyplot as plt
+    plt.close("all")
+    with pytest.raises(ValueError, match="amounts"):
+        prune.sensitivity_scan(model, split.test, [0.5, 1.2])
