@@ -78,7 +78,7 @@ class PruningMasks(Mapping):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self._masks, self._pruned, self._params = {}, {}, {}
+        self._masks, self._keep, self._params = {}, {}, {}
         for name, mask in masks.items():
             try:
                 param = model.get_parameter(name)
@@ -89,7 +89,8 @@ class PruningMasks(Mapping):
                 raise ValueError(f"mask for {name!r} must be a bool tensor of shape {tuple(param.shape)}, "
                                  f"got {mask.dtype} of shape {tuple(mask.shape)}")
             mask = mask.to(param.device)
-            self._masks[name], self._pruned[name], self._params[name] = mask, ~mask, param
+            # Masks in the parameter's dtype let one fused multiply re-apply them all.
+            self._masks[name], self._keep[name], self._params[name] = mask, mask.to(param.dtype), param
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._masks[name]
@@ -109,9 +110,10 @@ class PruningMasks(Mapping):
 
     @torch.no_grad()
     def apply(self) -> "PruningMasks":
-        """Zero every pruned weight in place; returns ``self``."""
-        for name, param in self._params.items():
-            param.masked_fill_(self._pruned[name], 0.0)
+        """Zero every pruned weight in place (w <- w * m, one fused ``_foreach_mul_``,
+        cheap enough to run after every optimizer step); returns ``self``."""
+        if self._params:
+            torch._foreach_mul_(list(self._params.values()), list(self._keep.values()))
         return self
 
     def attach(self, optimizer: torch.optim.Optimizer):
