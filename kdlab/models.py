@@ -148,3 +148,116 @@ def create(name: str, input_shape=(64,), num_classes: int = 10, **overrides) -> 
         raise ValueError(
             f"input_shape for {name!r} must be (channels, height, width), e.g. (1, 8, 8); got {input_shape!r}")
     return SmallCNN(in_channels=input_shape[0], **kwargs)
+
+
+class GRUClassifier(nn.Module):
+    """A GRU over a sequence and a linear classifier on its last hidden state.
+
+    Inputs are ``(N, L, input_size)`` floats, or ``(N, L)`` token ids when ``vocab``
+    is given (an embedding of width ``input_size`` comes first)."""
+
+    def __init__(self, input_size: int = 8, hidden_size: int = 64, num_classes: int = 10,
+                 vocab: int | None = None):
+        super().__init__()
+        _validate.positive_int("input_size", input_size)
+        _validate.positive_int("hidden_size", hidden_size)
+        _validate.positive_int("num_classes", num_classes)
+        self.embedding = nn.Embedding(_validate.positive_int("vocab", vocab), input_size) if vocab else None
+        self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
+        self.classifier = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:
+            x = self.embedding(x)
+        if x.ndim != 3 or x.shape[2] != self.gru.input_size:
+            raise ValueError(f"input x has shape {tuple(x.shape)}; this GRU expects (N, L, {self.gru.input_size})")
+        _, h = self.gru(x)
+        return self.classifier(h[-1])
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Self-attention with ``heads`` heads of ``head_dim`` each, written out so a head
+    is a visible slice: rows ``h*head_dim:(h+1)*head_dim`` of the q, k and v
+    projections and the same columns of ``out`` belong to head ``h``."""
+
+    def __init__(self, d_model: int, heads: int, head_dim: int | None = None):
+        super().__init__()
+        _validate.positive_int("d_model", d_model)
+        self.heads = _validate.positive_int("heads", heads)
+        self.head_dim = _validate.positive_int("head_dim", head_dim or d_model // heads)
+        inner = self.heads * self.head_dim
+        self.q, self.k, self.v = (nn.Linear(d_model, inner) for _ in range(3))
+        self.out = nn.Linear(inner, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, _ = x.shape
+
+        def split(t):
+            return t.view(n, length, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
+        return self.out((attn @ v).transpose(1, 2).reshape(n, length, self.heads * self.head_dim))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + attention(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, d_model: int, heads: int, mlp_ratio: int = 2):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = MultiHeadSelfAttention(d_model, heads)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.ReLU(),
+                                 nn.Linear(mlp_ratio * d_model, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyTransformer(nn.Module):
+    """Token and position embeddings, ``layers`` transformer blocks, mean pooling and a
+    linear classifier: a sequence classifier small enough for a CPU lesson."""
+
+    def __init__(self, vocab: int, seq_len: int, num_classes: int, d_model: int = 32, heads: int = 4,
+                 layers: int = 2):
+        super().__init__()
+        for name, value in (("vocab", vocab), ("seq_len", seq_len), ("num_classes", num_classes),
+                            ("d_model", d_model), ("heads", heads), ("layers", layers)):
+            _validate.positive_int(name, value)
+        if d_model % heads:
+            raise ValueError(f"d_model must be divisible by heads, got d_model={d_model}, heads={heads}")
+        self.seq_len = seq_len
+        self.tokens = nn.Embedding(vocab, d_model)
+        self.positions = nn.Parameter(torch.zeros(seq_len, d_model))
+        self.blocks = nn.Sequential(*(TransformerBlock(d_model, heads) for _ in range(layers)))
+        self.norm = nn.LayerNorm(d_model)
+        self.classifier = nn.Linear(d_model, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.seq_len or x.is_floating_point():
+            raise ValueError(f"input x has shape {tuple(x.shape)} and dtype {x.dtype}; this transformer "
+                             f"expects token ids of shape (N, {self.seq_len})")
+        h = self.blocks(self.tokens(x) + self.positions)
+        return self.classifier(self.norm(h).mean(1))
+
+
+class EmbeddingRecommender(nn.Module):
+    """User and item embeddings of width ``dim``; an MLP on ``[u, i, u * i]`` gives
+    two logits (no click, click). Inputs are ``(N, 2)`` ids: user, item."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int = 16, hidden: int = 32):
+        super().__init__()
+        for name, value in (("n_users", n_users), ("n_items", n_items), ("dim", dim), ("hidden", hidden)):
+            _validate.positive_int(name, value)
+        self.users = nn.Embedding(n_users, dim)
+        self.items = nn.Embedding(n_items, dim)
+        self.mlp = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != 2 or x.is_floating_point():
+            raise ValueError(f"input x has shape {tuple(x.shape)} and dtype {x.dtype}; expected (N, 2) "
+                             f"integer ids (user, item)")
+        u, i = self.users(x[:, 0]), self.items(x[:, 1])
+        return self.mlp(torch.cat([u, i, u * i], 1))
