@@ -113,7 +113,9 @@ class PruningMasks(Mapping):
         """Zero every pruned weight in place (w <- w * m, one fused ``_foreach_mul_``,
         cheap enough to run after every optimizer step); returns ``self``."""
         if self._params:
-            torch._foreach_mul_(list(self._params.values()), list(self._keep.values()))
+            params = list(self._params.values())
+            torch._foreach_mul_(params, list(self._keep.values()))
+            torch._foreach_add_(params, 0.0)  # -w * 0 is -0.0; adding +0.0 makes it +0.0
         return self
 
     def attach(self, optimizer: torch.optim.Optimizer):
