@@ -126,14 +126,18 @@ def _soft_term(student_logits: torch.Tensor, log_q_teacher: torch.Tensor, temper
     return temperature ** 2 * kl
 
 
-def _kd_from_log_targets(student_logits, log_q_teacher, targets, temperature, alpha) -> torch.Tensor:
+def _kd_from_log_targets(student_logits, log_q_teacher, targets, temperature, alpha,
+                         partly_labelled: bool = False) -> torch.Tensor:
     soft = _soft_term(student_logits, log_q_teacher, temperature)
     if targets is None:
         return soft
-    # UNLABELLED examples are left out of the hard term; a batch without labels gets none.
-    labelled = (targets != UNLABELLED).sum().clamp(min=1)
-    hard = F.cross_entropy(student_logits, targets, ignore_index=UNLABELLED, reduction="sum") / labelled
-    return alpha * soft + (1.0 - alpha) * hard
+    if partly_labelled:
+        # UNLABELLED examples are left out of the hard term; a batch without labels gets none.
+        labelled = (targets != UNLABELLED).sum().clamp(min=1)
+        hard = F.cross_entropy(student_logits, targets, ignore_index=UNLABELLED, reduction="sum") / labelled
+    else:
+        hard = F.cross_entropy(student_logits, targets)
+    return torch.add(alpha * soft, hard, alpha=1.0 - alpha)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None = None,
@@ -548,6 +552,7 @@ class Distiller(Callback):
         self._features: dict = {}
         self._cache: torch.Tensor | None = None   # (teachers, N, C) logits when caching
         self._epoch_targets = None                # cache combined at the current T
+        self._partly_labelled = True              # known to be False only for in-memory data
 
     def _check_hints(self, hints) -> list:
         if hints is None:
@@ -582,7 +587,7 @@ class Distiller(Callback):
             teacher_logits, log_q = _combine(self._teacher_logits(x), self.teacher_weights, T, self.mode)
         student_logits = model(x)
         if self.loss == "kd":
-            loss = _kd_from_log_targets(student_logits, log_q, y, T, self.alpha)
+            loss = _kd_from_log_targets(student_logits, log_q, y, T, self.alpha, self._partly_labelled)
         elif self.loss == "dkd":
             if y is None:
                 raise ValueError("loss='dkd' needs labelled batches (x, y); got batches without targets")
@@ -684,9 +689,11 @@ class Distiller(Callback):
         if isinstance(data, Split):
             data = data.train
         batch_size, seed = fit_kwargs.get("batch_size", 64), fit_kwargs.get("seed", 0)
+        in_memory = (isinstance(data, (tuple, list)) and len(data) == 2
+                     and all(isinstance(t, torch.Tensor) for t in data))
+        self._partly_labelled = not in_memory or bool((data[1] == UNLABELLED).any())
         if self.cache_teacher:
-            if not (isinstance(data, (tuple, list)) and len(data) == 2
-                    and all(isinstance(t, torch.Tensor) for t in data)):
+            if not in_memory:
                 raise ValueError(f"cache_teacher=True needs in-memory data, an (x, y) tuple of tensors or a "
                                  f"Split, so each example's teacher logits can be looked up by index; got "
                                  f"{type(data).__name__}. Pass the tensors or use cache_teacher=False")
