@@ -230,3 +230,18 @@ def report(models: dict, data, example_input=None, *, measure_latency: bool = Tr
 
 
 compare = report
+
+
+def mean_std(values) -> tuple:
+    """Mean and sample standard deviation (0 for a single value) of a sequence of numbers."""
+    values = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
+    if values.numel() == 0:
+        raise ValueError("values must hold at least one number")
+    std = values.std().item() if values.numel() > 1 else 0.0
+    return values.mean().item(), std
+
+
+def format_mean_std(values, digits: int = 4) -> str:
+    """``"0.9512 ± 0.0043 (n=5)"``."""
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(values)})"

@@ -302,3 +302,17 @@ def evaluate(model: nn.Module, data, *, device=None) -> float:
         return correct / max(total, 1)
     x, y = data
     return (predict(model, x, device=device).argmax(1) == y).float().mean().item()
+
+
+def over_seeds(fn: Callable[[int], object], seeds) -> list:
+    """``[fn(seed) for seed in seeds]``, each call after ``seed_everything(seed)`` with the
+    current thread count, so a claim is shown over several seeds, not one lucky run."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, got an empty sequence")
+    threads = torch.get_num_threads()
+    results = []
+    for seed in seeds:
+        seed_everything(seed, threads=threads)
+        results.append(fn(seed))
+    return results

@@ -111,3 +111,11 @@ def test_report_rows_table_and_plot():
 def test_bad_evaluate_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(models.create("mlp-tiny"))
+
+
+def test_mean_std_and_format():
+    assert evaluate.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+    assert evaluate.mean_std([5]) == (5.0, 0.0)
+    assert evaluate.format_mean_std([0.9, 0.92]) == "0.9100 ± 0.0141 (n=2)"
+    with pytest.raises(ValueError, match="at least one number"):
+        evaluate.mean_std([])

@@ -107,3 +107,10 @@ def test_bad_data_and_model():
         train.fit("model", (torch.zeros(2, 64), torch.zeros(2)), epochs=1)
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         train.seed_everything(-1)
+
+
+def test_over_seeds_reseeds_each_call():
+    values = train.over_seeds(lambda seed: torch.rand(1).item(), [1, 2, 1])
+    assert values[0] == values[2] != values[1]
+    with pytest.raises(ValueError, match="seeds must name at least one seed"):
+        train.over_seeds(lambda s: s, [])
