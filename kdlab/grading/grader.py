@@ -136,6 +136,8 @@ def _logger() -> logging.Logger:
 def _missing_reason(name: str, errors: list) -> str:
     if any(e[1] == "NotImplementedError" for e in errors):
         return registry.NOT_IMPLEMENTED
+    # a cell that uses the missing name fails too; that says nothing new
+    errors = [e for e in errors if not (e[1] == "NameError" and f"'{name}'" in e[2])]
     if errors:
         index, ename, evalue = errors[0]
         return f"{name} is not defined (cell {index} raised {ename}: {evalue[:120]})"

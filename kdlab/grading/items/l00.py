@@ -24,6 +24,8 @@ def _labels(generator):
     y_pred = torch.where(correct, y_true, torch.randint(0, k, (n,), generator=generator))
     if _int(generator, 0, 2) == 0:  # one class is never predicted
         y_pred[y_pred == int(y_true[0])] = (int(y_true[0]) + 1) % k
+    if _int(generator, 0, 2) == 0:  # label 0 occurs nowhere, though labels go up to k-1
+        y_true, y_pred = y_true.clamp(min=1), y_pred.clamp(min=1)
     return y_true, y_pred
 
 
