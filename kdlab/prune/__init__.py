@@ -7,6 +7,7 @@
 - :mod:`~kdlab.prune.structured`    channel pruning into a new, smaller model
 - :mod:`~kdlab.prune.sparse_io`     checkpoints that store only the non-zeros
 - :mod:`~kdlab.prune.sensitivity`   per-layer sensitivity scan and its plot
+- :mod:`~kdlab.prune.beyond_cnn`    GRU hidden units, attention heads, embedding rows
 
 Unlike ``torch.nn.utils.prune``: ``amount`` is the fraction removed in total; masks
 are kept by re-applying them after each optimizer step, not by forward hooks, so the
@@ -21,6 +22,8 @@ just work; structured pruning really removes channels.
 >>> round(prune.sparsity(model)["global"], 3)
 0.9
 """
+from kdlab.prune.beyond_cnn import (PrunedEmbedding, embedding_row_scores, gru_unit_scores,
+                                    head_scores, prune_embedding_rows, prune_gru_units, prune_heads)
 from kdlab.prune.graph import ChannelGroup, channel_groups
 from kdlab.prune.masks import PruningMasks, prunable_weights, sparsity
 from kdlab.prune.schedules import AGP, Iterative, OneShot, Schedule
@@ -39,4 +42,6 @@ __all__ = [
     "ChannelGroup", "channel_groups", "channel_scores", "select_channels", "structured_prune",
     "save_sparse", "load_sparse", "sparse_size_bytes",
     "SensitivityScan", "sensitivity_scan", "plot_sensitivity",
+    "gru_unit_scores", "prune_gru_units", "head_scores", "prune_heads",
+    "embedding_row_scores", "prune_embedding_rows", "PrunedEmbedding",
 ]
