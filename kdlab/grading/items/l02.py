@@ -1,0 +1,104 @@
+"""Lesson 02 (soft targets): softmax(z / T), the KD loss, and the T^2 factor."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdlab.distill import kd_loss, soft_targets
+from kdlab.grading.registry import ChoiceItem, FunctionItem
+
+
+def _logits(generator):
+    """A batch of logits with a random scale (confident or flat) and a temperature."""
+    n = int(torch.randint(1, 17, (1,), generator=generator))
+    c = int(torch.randint(2, 13, (1,), generator=generator))
+    scale = float(torch.empty(1).uniform_(0.5, 8.0, generator=generator))
+    temperature = float(torch.empty(1).uniform_(0.3, 12.0, generator=generator))
+    return torch.randn(n, c, generator=generator) * scale, temperature
+
+
+def _kd_inputs(generator):
+    student, temperature = _logits(generator)
+    teacher = torch.randn(student.shape, generator=generator) * 4
+    targets = torch.randint(0, student.shape[1], (student.shape[0],), generator=generator)
+    alpha = float(torch.rand(1, generator=generator))
+    return student, teacher, targets, temperature, alpha
+
+
+def _describe_logits(args):
+    return f"logits of shape {tuple(args[0].shape)} at T = {args[1]:.2f}"
+
+
+def _describe_kd(args):
+    return f"a batch of {args[0].shape[0]} x {args[0].shape[1]} logits at T = {args[3]:.2f}, alpha = {args[4]:.2f}"
+
+
+def _reference_kd(s, t, y, temperature, alpha):
+    return kd_loss(s, t, y, temperature=temperature, alpha=alpha)
+
+
+def _kd_variant(s, t, y, T, alpha, *, t2=True, reduction="batchmean", teacher=None, student=None):
+    q_t = soft_targets(t, T) if teacher is None else teacher
+    log_s = F.log_softmax(s / T, dim=1) if student is None else student
+    kl = F.kl_div(log_s, q_t, reduction=reduction)
+    return alpha * (T ** 2 if t2 else 1.0) * kl + (1 - alpha) * F.cross_entropy(s, y)
+
+
+ITEMS = [
+    FunctionItem(
+        "02.soft_targets", points=2,
+        prompt="soft_targets(logits, temperature) -> softmax(logits / T) along the last dimension.",
+        reference=lambda z, T: soft_targets(z, T), inputs=_logits, describe=_describe_logits,
+        rtol=1e-4, atol=1e-6,
+        wrong=[
+            (lambda z, T: torch.softmax(torch.softmax(z, -1) / T, -1),
+             "you applied the temperature to probabilities (softmax(p / T)); T divides the logits"),
+            (lambda z, T: torch.softmax(z * T, -1),
+             "you multiplied the logits by T; divide them: a higher T must give a flatter distribution"),
+            (lambda z, T: torch.softmax(z, -1),
+             "the temperature is missing: at T != 1 the result must change"),
+            (lambda z, T: torch.softmax(z, -1) ** (1 / T),
+             "p^(1/T) must be renormalised to sum to 1 (it then equals softmax(z / T))"),
+            (lambda z, T: torch.softmax(z / T, 0),
+             "you normalised over the batch dimension; normalise over the classes (the last dimension)"),
+        ],
+    ),
+    FunctionItem(
+        "02.kd_loss", points=3,
+        prompt="kd_loss(student_logits, teacher_logits, targets, temperature, alpha) -> "
+               "alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y), "
+               "KL averaged over the batch.",
+        reference=_reference_kd, inputs=_kd_inputs, describe=_describe_kd, rtol=1e-4, atol=1e-5,
+        wrong=[
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, t2=False),
+             "the T^2 factor is missing: without it the soft term's gradient shrinks like 1/T^2"),
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, reduction="mean"),
+             "reduction='mean' divides by batch x classes; KL per example is a sum over classes, "
+             "then average over the batch ('batchmean')"),
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, teacher=soft_targets(torch.softmax(t, 1), T)),
+             "you softened the teacher's probabilities (softmax(p / T)); T divides the teacher's logits"),
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, student=F.log_softmax(torch.softmax(s / T, 1), 1)),
+             "softmax applied twice on the student side: F.kl_div wants the student's log-probabilities, "
+             "log_softmax(s / T), once"),
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, student=torch.softmax(s / T, 1)),
+             "F.kl_div's first argument must be log-probabilities; you passed probabilities"),
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, 1 - a),
+             "alpha weighs the soft term and (1 - alpha) the cross-entropy; you swapped them"),
+            (lambda s, t, y, T, a: a * T ** 2 * F.kl_div(F.log_softmax(t / T, 1), soft_targets(s, T),
+                                                          reduction="batchmean")
+             + (1 - a) * F.cross_entropy(s, y),
+             "the KL runs the wrong way: it is KL(teacher || student), the teacher's distribution is the target"),
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, student=F.log_softmax(s, 1)),
+             "soften the student with the same T as the teacher: log_softmax(s / T)"),
+        ],
+    ),
+    ChoiceItem(
+        "02.gradient_factor", points=1,
+        prompt="Which factor on KL(q_t(T) || q_s(T)) keeps the gradient norm of the soft term level "
+               "as T grows? Measure it.",
+        options=["1", "T", "T**2", "1/T**2"], answer="T**2",
+        hints={"1": "measure: without a factor the gradient norm falls as T grows; by how much from T=4 to T=16?",
+               "T": "measure the fall from T=4 to T=16 without a factor: 4x in T, how many x in gradient?",
+               "1/T**2": "that makes the fall steeper still; the factor must undo the fall"},
+    ),
+]
