@@ -88,4 +88,6 @@ def run(args) -> int:
         return 0
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={dest.resolve()}",
            "lessons/00_start_here.ipynb", *args.jupyter_args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in cmd:
+        cmd.append("--allow-root")  # containers often run as root
     return subprocess.call(cmd, cwd=dest)
