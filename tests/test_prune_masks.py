@@ -45,6 +45,7 @@ def test_masks_stay_exactly_zero_for_100_steps(lenet, make_optimizer):
     masks.attach(optimizer)
     steps(lenet, optimizer, 100)
     assert torch.count_nonzero(pruned_entries(lenet, masks)) == 0
+    assert not torch.signbit(pruned_entries(lenet, masks)).any()  # +0.0, not -0.0
     assert prune.sparsity(lenet)["global"] == pytest.approx(0.9, abs=1e-4)
     # and without the hook the same training revives them: the test can fail
     torch.manual_seed(0)
