@@ -1,0 +1,119 @@
+"""Lesson 04 (choosing a pruning strategy): Taylor and SNIP scores, the L1 filter
+score, reading a sensitivity scan, and matching the strategy to the hardware."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.models import MLP
+from kdlab.prune import ChannelGroup, channel_scores, gradient_scores, prunable_weights
+
+
+def _int(generator, low: int, high: int) -> int:
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def _model_batch(generator):
+    """A random MLP and one batch (x, y) for it."""
+    in_features, classes = _int(generator, 2, 10), _int(generator, 2, 6)
+    hidden = tuple(_int(generator, 2, 12) for _ in range(_int(generator, 1, 2)))
+    model = MLP(in_features, hidden, classes)
+    n = _int(generator, 4, 32)
+    return model, torch.randn(n, in_features, generator=generator), torch.randint(0, classes, (n,), generator=generator)
+
+
+def taylor_reference(model, x, y):
+    return gradient_scores(model, (x, y), criterion="taylor", batch_size=len(x))
+
+
+def snip_reference(model, x, y):
+    return gradient_scores(model, (x, y), criterion="snip", batch_size=len(x))
+
+
+def _products(model, x, y, with_biases=False):
+    """{name: g * w} for the Linear weights (and biases) of one batch."""
+    named = dict(model.named_parameters()) if with_biases else prunable_weights(model)
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(named.values()))
+    return {n: (g * w).detach() for (n, w), g in zip(named.items(), grads)}
+
+
+def _describe_batch(args) -> str:
+    model, x, _ = args
+    return f"an MLP {model.in_features}-{'-'.join(map(str, model.hidden))}-{model.num_classes} on {len(x)} examples"
+
+
+def _conv_weight(generator):
+    shape = (_int(generator, 2, 12), _int(generator, 1, 6), _int(generator, 1, 3), _int(generator, 1, 3))
+    return (torch.randn(shape, generator=generator),)
+
+
+def filter_l1_reference(weight):
+    conv = nn.Sequential(nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), bias=False))
+    with torch.no_grad():
+        conv[0].weight.copy_(weight)
+    return channel_scores(conv, [ChannelGroup(producers=["0"], channels=weight.shape[0])], criterion="l1")[0]
+
+
+ITEMS = [
+    FunctionItem(
+        "04.taylor_scores", points=2,
+        prompt="taylor_scores(model, x, y) -> {parameter name: (g * w)^2} for the weight of every "
+               "nn.Linear, g the gradient of the cross-entropy of model(x) against y.",
+        reference=taylor_reference, inputs=_model_batch, describe=_describe_batch, n_cases=10,
+        wrong=[
+            (lambda m, x, y: {n: p.abs() for n, p in _products(m, x, y).items()},
+             "that is |g w|, the first-order magnitude; the Taylor score here is (g w)^2"),
+            (lambda m, x, y: {n: p ** 2 for n, p in _products(m, x, y, with_biases=True).items()},
+             "score only the weights of the Linear layers (names ending in .weight): biases are not pruned"),
+        ],
+        explain=lambda got, args: ("return a dict {parameter name: score tensor}"
+                                   if not isinstance(got, dict) else None),
+    ),
+    FunctionItem(
+        "04.snip_scores", points=2,
+        prompt="snip_scores(model, x, y) -> {parameter name: |g * w| / sum over ALL Linear weights "
+               "of |g * w|} (Lee et al. 2019).",
+        reference=snip_reference, inputs=_model_batch, describe=_describe_batch, n_cases=10,
+        wrong=[
+            (lambda m, x, y: {n: p.abs() / p.abs().sum() for n, p in _products(m, x, y).items()},
+             "you normalised each layer by its own sum; SNIP normalises by the sum over all "
+             "layers, so scores compare across layers"),
+            (lambda m, x, y: {n: p.abs() for n, p in _products(m, x, y).items()},
+             "divide by the sum of |g w| over all the Linear weights (the scores sum to 1)"),
+        ],
+    ),
+    FunctionItem(
+        "04.filter_l1", points=1,
+        prompt="filter_l1(weight) -> tensor of shape (out_channels,): s_j = sum of |K_j| over "
+               "the input channels and kernel positions of output filter j (Li et al. 2017).",
+        reference=filter_l1_reference, inputs=_conv_weight,
+        wrong=[
+            (lambda w: w.flatten(1).norm(dim=1), "that is the L2 norm; Li et al. use the L1 norm, sum |K_j|"),
+            (lambda w: w.flatten(1).sum(1), "take absolute values before summing"),
+            (lambda w: w.abs().flatten(1).mean(1),
+             "that is the mean; it ranks the same, but the score is the sum of |K_j|"),
+        ],
+        explain=lambda got, args: ("one score per OUTPUT filter: reduce over dims 1, 2, 3"
+                                   if isinstance(got, torch.Tensor) and got.shape != args[0].shape[:1]
+                                   else None),
+    ),
+    ChoiceItem(
+        "04.most_sensitive", points=1,
+        prompt="Run prune.sensitivity_scan on kdlab.zoo.pretrained('cnn-teacher') over the digits "
+               "test split: which layer loses the most accuracy when 70% of ITS weights are removed?",
+        options=["features.0.0", "features.2.0", "classifier"], answer="features.0.0",
+        hints={"features.2.0": "that layer holds most of the weights, which is why it is the most "
+                               "robust; read the scan's accuracy at 0.7",
+               "classifier": "read the scan's accuracy at 0.7 for every layer, not the one at 0.9"},
+    ),
+    ChoiceItem(
+        "04.dense_hardware", points=1,
+        prompt="A model must run at least 5x fewer FLOPs on a phone CPU with dense kernels only. "
+               "Which strategy delivers that?",
+        options=["magnitude (unstructured)", "SNIP (unstructured)", "filter pruning"],
+        answer="filter pruning",
+        hint="print evaluate.flops of each pruned model: unstructured zeros are still multiplied",
+    ),
+]
