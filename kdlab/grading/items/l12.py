@@ -1,0 +1,122 @@
+"""Lesson 12 (pruning in practice): the AGP and iterative schedules, and reading the
+budget and schedule experiments."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.prune import AGP, Iterative
+
+
+def _int(generator, low: int, high: int) -> int:
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def _fraction(generator) -> float:
+    return round(float(torch.rand(1, generator=generator)), 3)
+
+
+def _agp_inputs(generator):
+    a, b = sorted((_fraction(generator), _fraction(generator)))
+    start = _int(generator, 0, 20)
+    end = start + _int(generator, 1, 100)
+    step = _int(generator, 0, end + 20)
+    return step, a, b, start, end, _int(generator, 1, 15)
+
+
+def agp_reference(step, initial, final, start, end, frequency):
+    return AGP(initial, final, start=start, end=end, frequency=frequency).sparsity_at(step)
+
+
+def _agp_linear(step, initial, final, start, end, frequency):
+    if step < start:
+        return 0.0
+    if step >= end:
+        return final
+    q = start + math.floor((step - start) / frequency) * frequency
+    return initial + (final - initial) * (q - start) / (end - start)
+
+
+def _agp_unquantised(step, initial, final, start, end, frequency):
+    return agp_reference(step, initial, final, start, end, 1)
+
+
+def _agp_backwards(step, initial, final, start, end, frequency):
+    if step < start:
+        return 0.0
+    if step >= end:
+        return final
+    q = start + math.floor((step - start) / frequency) * frequency
+    return initial + (final - initial) * ((q - start) / (end - start)) ** 3
+
+
+def _iterative_inputs(generator):
+    return (_int(generator, 0, 80), _fraction(generator), _int(generator, 1, 6), _int(generator, 1, 15),
+            _int(generator, 0, 20))
+
+
+def iterative_reference(step, final, n_steps, every, start):
+    return Iterative(final, n_steps, every, start=start).sparsity_at(step)
+
+
+def _iterative_late(step, final, n_steps, every, start):
+    if step < start:
+        return 0.0
+    return final * min(n_steps, (step - start) // every) / n_steps
+
+
+def _iterative_uncapped(step, final, n_steps, every, start):
+    if step < start:
+        return 0.0
+    return final * ((step - start) // every + 1) / n_steps
+
+
+def _describe(names):
+    return lambda args: ", ".join(f"{n}={v}" for n, v in zip(names, args))
+
+
+ITEMS = [
+    FunctionItem(
+        "12.agp_sparsity", points=2,
+        prompt="agp_sparsity(step, initial, final, start, end, frequency): 0 before start, final from "
+               "end on, else s_f + (s_i - s_f) * (1 - (t_q - start) / (end - start))^3 with "
+               "t_q = start + floor((step - start) / frequency) * frequency.",
+        reference=agp_reference, inputs=_agp_inputs,
+        describe=_describe(["step", "initial", "final", "start", "end", "frequency"]),
+        wrong=[
+            (_agp_linear, "that is a linear ramp; AGP is cubic: 1 - (1 - progress)^3"),
+            (_agp_backwards, "your cubic is backwards: AGP prunes fast at first and slowly at the end, "
+                             "s_f + (s_i - s_f)(1 - progress)^3"),
+            (_agp_unquantised, "the sparsity changes only every `frequency` steps: quantise the step "
+                               "down to start + k * frequency first"),
+        ],
+    ),
+    FunctionItem(
+        "12.iterative_sparsity", points=1,
+        prompt="iterative_sparsity(step, final, n_steps, every, start): 0 before start, else "
+               "final * min(n_steps, floor((step - start) / every) + 1) / n_steps.",
+        reference=iterative_reference, inputs=_iterative_inputs,
+        describe=_describe(["step", "final", "n_steps", "every", "start"]),
+        wrong=[
+            (_iterative_late, "the first increment happens AT step `start`, not `every` steps later"),
+            (_iterative_uncapped, "after n_steps increments the sparsity stays at final: cap the count"),
+        ],
+    ),
+    ChoiceItem(
+        "12.worst_budget", points=1,
+        prompt="In lesson 12's budget experiment at 95% sparsity, which budget gives the lowest accuracy?",
+        options=["global threshold", "uniform per layer", "from the scan"], answer="uniform per layer",
+        hints={"global threshold": "look again: the global threshold loses a lot at 95%, but one budget "
+                                   "loses more",
+               "from the scan": "the scan-informed budget protects the fragile layer; it does best"},
+    ),
+    ChoiceItem(
+        "12.best_schedule", points=1,
+        prompt="Run the schedules of the notebook to 97% sparsity with the same training budget: "
+               "which ends with the highest test accuracy?",
+        options=["one-shot", "iterative (4 steps)", "gradual cubic (AGP)"], answer="gradual cubic (AGP)",
+        hint="compare the final accuracies printed by the experiment, over both seeds",
+    ),
+]
