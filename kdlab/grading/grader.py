@@ -167,11 +167,11 @@ async def _run(path: Path, result: Result, items: list, timeout: float, root: Pa
     io_dir = Path(tempfile.mkdtemp(dir=root, prefix="io-"))
     loop = asyncio.get_running_loop()
     deadline = [loop.time() + 3600.0]
-    errors = []
+    errors, n_cells = [], len(nb.cells)
 
     def on_executed(cell, cell_index, execute_reply):
         content = execute_reply.get("content", {})
-        if content.get("status") == "error" and cell_index < len(nb.cells):
+        if content.get("status") == "error" and cell_index < n_cells:  # not the grader's cells
             errors.append((cell_index, str(content.get("ename")), str(content.get("evalue"))))
 
     client = _client_class()(
@@ -214,7 +214,7 @@ def _judge(item, cases, answers_path: Path, errors: list):
         outcomes = _answers(answers_path)
     except Exception as err:  # whatever the kernel left there, it earns nothing
         return item._fail(f"could not read the answer ({type(err).__name__}: {str(err)[:100]})")
-    if outcomes == ("missing",):
+    if isinstance(outcomes, tuple) and outcomes == ("missing",):
         return item._fail(_missing_reason(item.name, errors))
     if not _well_formed(outcomes, len(cases) if item.kind == "function" else 1):
         return item._fail("the answer came back malformed")
