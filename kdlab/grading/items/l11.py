@@ -1,0 +1,61 @@
+"""Lesson 11 (optimising KD): the cosine temperature schedule and combining several teachers."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kdlab.distill import cosine_temperature, linear_temperature, multi_teacher_targets
+from kdlab.grading.registry import FunctionItem
+
+
+def _schedule_inputs(generator):
+    start = float(torch.empty(1).uniform_(1.0, 20.0, generator=generator))
+    end = float(torch.empty(1).uniform_(0.5, 20.0, generator=generator))
+    epochs = int(torch.randint(2, 40, (1,), generator=generator))
+    epoch = int(torch.randint(0, epochs + 3, (1,), generator=generator))
+    return start, end, epochs, epoch
+
+
+def _teacher_inputs(generator):
+    k = int(torch.randint(1, 5, (1,), generator=generator))
+    n = int(torch.randint(1, 9, (1,), generator=generator))
+    c = int(torch.randint(2, 11, (1,), generator=generator))
+    temperature = float(torch.empty(1).uniform_(0.5, 10.0, generator=generator))
+    mode = ("logits", "probs")[int(torch.randint(0, 2, (1,), generator=generator))]
+    return torch.randn(k, n, c, generator=generator) * 4, temperature, mode
+
+
+def _other_mode(z, T, mode):
+    return multi_teacher_targets(z, T, mode="probs" if mode == "logits" else "logits")
+
+
+ITEMS = [
+    FunctionItem(
+        "11.cosine_temperature", points=2,
+        prompt="cosine_temperature(start, end, epochs, epoch) -> end + (start - end) * (1 + cos(pi * u)) / 2 "
+               "with u = min(epoch / (epochs - 1), 1).",
+        reference=lambda a, b, n, e: cosine_temperature(a, b, n)(e), inputs=_schedule_inputs,
+        describe=lambda a: f"start {a[0]:.2f}, end {a[1]:.2f}, {a[2]} epochs, epoch {a[3]}", rtol=1e-6, atol=1e-6,
+        wrong=[
+            (lambda a, b, n, e: linear_temperature(a, b, n)(e), "that is the linear ramp; use the cosine shape"),
+            (lambda a, b, n, e: cosine_temperature(b, a, n)(e), "the schedule starts at `start` and ends at `end`"),
+            (lambda a, b, n, e: b + (a - b) * (1 + math.cos(math.pi * e / (n - 1))) / 2,
+             "after the last epoch the temperature stays at `end`: clip u at 1"),
+            (lambda a, b, n, e: b + (a - b) * (1 + math.cos(math.pi * min(e / n, 1))) / 2,
+             "u reaches 1 at the last epoch, epochs - 1 (epochs count from 0)"),
+        ],
+    ),
+    FunctionItem(
+        "11.combine_teachers", points=2,
+        prompt="combine_teachers(teacher_logits, temperature, mode) -> soft targets (N, C) from a (K, N, C) "
+               "tensor: mode 'logits' = softmax(mean_k z_k / T), mode 'probs' = mean_k softmax(z_k / T).",
+        reference=lambda z, T, mode: multi_teacher_targets(z, T, mode=mode), inputs=_teacher_inputs,
+        describe=lambda a: f"{a[0].shape[0]} teachers, mode {a[2]!r}, T = {a[1]:.2f}", rtol=1e-5, atol=1e-6,
+        wrong=[
+            (_other_mode, "you swapped the two modes: 'logits' averages before the softmax, 'probs' after"),
+            (lambda z, T, mode: multi_teacher_targets(z, 1.0, mode=mode), "divide the logits by the temperature"),
+            (lambda z, T, mode: torch.softmax(z / T, -1).sum(0), "average over the teachers, do not sum"),
+        ],
+    ),
+]
