@@ -1,0 +1,67 @@
+"""Lesson 17 (KD beyond images): labelling a transfer set, the sequence task's size ratio."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from kdlab.distill import transfer_targets
+from kdlab.grading.registry import FunctionItem, NumberItem
+from kdlab.models import MLP, GRUClassifier, TinyTransformer
+
+
+def _teacher_inputs(generator):
+    features = int(torch.randint(2, 12, (1,), generator=generator))
+    classes = int(torch.randint(2, 8, (1,), generator=generator))
+    teacher = MLP(features, (int(torch.randint(4, 32, (1,), generator=generator)),), classes, dropout=0.5)
+    teacher.train()   # as a teacher often is after its own training loop
+    x = torch.randn(int(torch.randint(1, 20, (1,), generator=generator)), features, generator=generator) * 2
+    temperature = float(torch.empty(1).uniform_(0.5, 10.0, generator=generator))
+    return teacher, x, temperature
+
+
+def _no_eval(teacher, x, T):
+    with torch.no_grad():
+        return torch.softmax(teacher(x) / T, 1)
+
+
+def _dropout_hint(got, args):
+    """A valid distribution that still disagrees: most often dropout left on in the teacher."""
+    if isinstance(got, torch.Tensor) and got.shape == (len(args[1]), args[0].layers[-1].out_features) \
+            and torch.allclose(got.sum(1), torch.ones(len(got)), atol=1e-4):
+        return ("your rows are distributions but not the teacher's: put the teacher in eval mode "
+                "(teacher.eval()) so dropout is off while labelling")
+    return None
+
+
+@lru_cache(maxsize=None)
+def _ratio() -> float:
+    with torch.random.fork_rng(devices=[]):
+        teacher = TinyTransformer(6, 12, 6, d_model=32, heads=4, layers=2)
+        student = GRUClassifier(input_size=8, hidden_size=16, num_classes=6, vocab=6)
+    return sum(p.numel() for p in teacher.parameters()) / sum(p.numel() for p in student.parameters())
+
+
+ITEMS = [
+    FunctionItem(
+        "17.soft_labels", points=2, n_cases=10,
+        prompt="soft_labels(teacher, x, temperature) -> softmax(teacher(x) / T), the teacher in eval mode "
+               "and without gradients.",
+        reference=lambda t, x, T: transfer_targets(t, x, temperature=T), inputs=_teacher_inputs,
+        describe=lambda a: f"an MLP teacher with dropout, {len(a[1])} inputs, T = {a[2]:.2f}", rtol=1e-5, atol=1e-6,
+        wrong=[
+            (lambda t, x, T: transfer_targets(t, x, temperature=T, hard=True),
+             "return the soft targets (N, C), not the argmax"),
+            (lambda t, x, T: transfer_targets(t, x, temperature=1.0), "divide the teacher's logits by T"),
+        ],
+        explain=lambda got, args: _dropout_hint(got, args),
+    ),
+    NumberItem(
+        "17.param_ratio", points=1, rel_tol=0.005,
+        prompt="Parameters of the lesson's sequence teacher (TinyTransformer(6, 12, 6, d_model=32, heads=4, "
+               "layers=2)) divided by those of its student (GRUClassifier(8, 16, 6, vocab=6)).",
+        target=_ratio,
+        wrong=[(lambda: 1 / _ratio(), "divide the teacher's count by the student's")],
+        hint="count both with kdlab.evaluate.count_parameters and divide",
+    ),
+]
