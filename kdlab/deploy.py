@@ -60,13 +60,33 @@ def export_model(model: nn.Module, example_input, path) -> Path:
     return path
 
 
-def load_exported(path) -> nn.Module:
-    """The module of a ``.pt2`` file written by :func:`export_model` (or any
-    ``torch.export.save``); call it like the original model."""
+class ExportedModule(nn.Module):
+    """An exported program's module that tolerates ``train()``/``eval()``.
+
+    The graph was traced in eval mode and has no modes; the module
+    ``torch.export`` returns raises on ``eval()``, which kdlab's ``predict``,
+    ``evaluate`` and ``latency`` call. This wrapper only records the flag."""
+
+    def __init__(self, graph_module: nn.Module):
+        super().__init__()
+        self.graph_module = graph_module
+
+    def train(self, mode: bool = True) -> "ExportedModule":
+        self.training = bool(mode)
+        return self
+
+    def forward(self, *args):
+        return self.graph_module(*args)
+
+
+def load_exported(path) -> ExportedModule:
+    """The program of a ``.pt2`` file written by :func:`export_model` (or any
+    ``torch.export.save``) as an :class:`ExportedModule`; call it like the
+    original model, evaluate and time it with kdlab's functions."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path {str(path)!r} is not a file written by export_model")
-    return torch.export.load(path).module()
+    return ExportedModule(torch.export.load(path).module())
 
 
 @dataclass

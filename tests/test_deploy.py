@@ -7,7 +7,8 @@ from kdlab import deploy, models
 def test_export_roundtrip_any_batch(tmp_path):
     model = models.create("cnn-student", input_shape=(1, 8, 8)).eval()
     path = deploy.export_model(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.pt2")
-    loaded = deploy.load_exported(path)
+    loaded = deploy.load_exported(path).eval()
+    assert not loaded.training and loaded.train().training
     for batch in (1, 7):
         x = torch.randn(batch, 1, 8, 8)
         assert torch.allclose(loaded(x), model(x), atol=1e-6)
