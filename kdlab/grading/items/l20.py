@@ -1,0 +1,59 @@
+"""Lesson 20 (recent research): SNIP's connection sensitivity and the DKD decomposition."""
+from __future__ import annotations
+
+import torch
+
+from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.prune import gradient_scores
+
+
+class _One(torch.nn.Module):
+    def __init__(self, weight):
+        super().__init__()
+        self.fc = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(weight)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def _case(generator):
+    n_out, n_in = int(torch.randint(2, 8, (1,), generator=generator)), int(torch.randint(2, 8, (1,), generator=generator))
+    x = torch.randn(16, n_in, generator=generator)
+    y = torch.randint(0, n_out, (16,), generator=generator)
+    return torch.randn(n_out, n_in, generator=generator), x, y
+
+
+def _reference(weight, x, y):
+    """kdlab's SNIP score of a one-layer model on one batch (x, y)."""
+    return gradient_scores(_One(weight), (x, y), criterion="snip", batch_size=len(x))["fc.weight"]
+
+
+def _grad(weight, x, y):
+    w = weight.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(x @ w.T, y).backward()
+    return w.grad
+
+
+ITEMS = [
+    FunctionItem(
+        "20.snip_saliency", points=2,
+        prompt="snip_saliency(weight, x, y) -> tensor: SNIP's |g*w| / sum |g*w| for the layer "
+               "logits = x @ weight.T with cross-entropy on the batch (x, y).",
+        reference=_reference, inputs=_case,
+        wrong=[
+            (lambda w, x, y: (_grad(w, x, y) * w).abs(), "normalise: divide by the sum of |g*w| over all weights"),
+            (lambda w, x, y: _grad(w, x, y).abs() / _grad(w, x, y).abs().sum(),
+             "the score is |g*w|, the gradient times the weight, not the gradient alone"),
+        ],
+    ),
+    ChoiceItem(
+        "20.suppressed_term", points=1,
+        prompt="In KD = TCKD + (1 - p_t) * NCKD, which term loses its weight when the teacher is "
+               "confident (p_t close to 1)?",
+        options=["TCKD", "NCKD"], answer="NCKD",
+        hints={"TCKD": "compute kdlab.distill.dkd_terms for a confident teacher and look at which "
+                       "term the factor (1 - p_t) multiplies"},
+    ),
+]
