@@ -278,7 +278,10 @@ def predict(model: nn.Module, data, *, device=None, batch_size: int = 512) -> to
         batches = data.split(batch_size)
     else:
         batches = (b[0] for b in as_loader(data, batch_size=batch_size, shuffle=False))
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:
+        # a model without parameters (e.g. dynamically quantized) runs on the CPU
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     try:

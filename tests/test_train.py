@@ -114,3 +114,8 @@ def test_over_seeds_reseeds_each_call():
     assert values[0] == values[2] != values[1]
     with pytest.raises(ValueError, match="seeds must name at least one seed"):
         train.over_seeds(lambda s: s, [])
+
+
+def test_predict_on_a_model_without_parameters():
+    model = torch.nn.Flatten()
+    assert train.evaluate(model, (torch.eye(3), torch.tensor([0, 1, 2]))) == 1.0
