@@ -47,7 +47,7 @@ from kdlab import _validate
 from kdlab.data import Split
 from kdlab.distill import Distiller
 from kdlab.prune import Schedule, magnitude_prune, sparsity
-from kdlab.prune.sparse_io import _encode, _pack
+from kdlab.prune.sparse_io import encode_sparse, pack_mask
 from kdlab.train import Callback, History, as_loader, fit
 
 _FIT_KEYS_REFUSED = ("objective", "loss_fn", "callbacks", "epochs")
@@ -382,12 +382,12 @@ def sparse_int8_state(qmodel: nn.Module) -> dict:
         entry = {"scale": float(w.q_scale()), "zero_point": int(w.q_zero_point()),
                  "bias": None if m.bias() is None else m.bias().detach()}
         if (q.numel() + 7) // 8 + int(mask.sum()) < q.numel():
-            entry.update(shape=list(q.shape), bits=_pack(mask), values=q[mask])
+            entry.update(shape=list(q.shape), bits=pack_mask(mask), values=q[mask])
         else:  # too dense for the bitmask to pay off
             entry.update(weight=q)
         state[name] = entry
     prefixes = tuple(f"{n}." for n in linears)
     for key, t in qmodel.state_dict().items():
         if not key.startswith(prefixes) and isinstance(t, torch.Tensor):
-            state[key] = _encode(t)
+            state[key] = encode_sparse(t)
     return state

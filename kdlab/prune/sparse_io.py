@@ -20,18 +20,22 @@ _INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
-def _pack(mask: torch.Tensor) -> torch.Tensor:
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as bits, 8 to a byte (most significant bit first)."""
     flat = mask.flatten()
     padded = torch.zeros((flat.numel() + 7) // 8 * 8, dtype=torch.uint8)
     padded[: flat.numel()] = flat
     return (padded.view(-1, 8) * _BITS).sum(1, dtype=torch.uint8)
 
 
-def _unpack(bits: torch.Tensor, numel: int) -> torch.Tensor:
+def unpack_mask(bits: torch.Tensor, numel: int) -> torch.Tensor:
+    """Inverse of :func:`pack_mask`: the first ``numel`` bits as a flat bool tensor."""
     return ((bits.unsqueeze(1) & _BITS) != 0).flatten()[:numel]
 
 
-def _encode(t: torch.Tensor):
+def encode_sparse(t: torch.Tensor):
+    """A float tensor as ``{"shape", "bits", "values"}`` when that is smaller than the
+    dense tensor; otherwise the tensor itself (integer tensors always stay dense)."""
     t = t.detach().cpu()
     if not t.is_floating_point():
         return t
@@ -40,14 +44,15 @@ def _encode(t: torch.Tensor):
     values = t[mask]
     if (t.numel() + 7) // 8 + values.numel() * t.element_size() >= t.numel() * t.element_size():
         return t
-    return {"shape": list(t.shape), "bits": _pack(mask), "values": values}
+    return {"shape": list(t.shape), "bits": pack_mask(mask), "values": values}
 
 
-def _decode(entry) -> torch.Tensor:
+def decode_sparse(entry) -> torch.Tensor:
+    """Inverse of :func:`encode_sparse`."""
     if isinstance(entry, torch.Tensor):
         return entry
     shape = torch.Size(entry["shape"])
-    mask = _unpack(entry["bits"], shape.numel())
+    mask = unpack_mask(entry["bits"], shape.numel())
     out = torch.zeros(shape.numel(), dtype=entry["values"].dtype)
     out[mask] = entry["values"]
     return out.view(shape)
@@ -64,7 +69,7 @@ def save_sparse(model: nn.Module, path) -> None:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    tensors = {name: _encode(t) for name, t in model.state_dict().items()}
+    tensors = {name: encode_sparse(t) for name, t in model.state_dict().items()}
     torch.save({"format": FORMAT, "tensors": tensors}, path)
 
 
@@ -75,7 +80,7 @@ def load_sparse(path, model: nn.Module) -> nn.Module:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"path {path!r} is not a {FORMAT} file written by save_sparse")
-    model.load_state_dict({name: _decode(e) for name, e in blob["tensors"].items()})
+    model.load_state_dict({name: decode_sparse(e) for name, e in blob["tensors"].items()})
     return model
 
 
