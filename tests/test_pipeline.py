@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from kdlab import data, models, pipeline, prune, train
-from kdlab.prune.sparse_io import _unpack
+from kdlab.prune.sparse_io import unpack_mask
 
 STEPS_PER_EPOCH = 15  # 898 training digits in batches of 64
 
@@ -215,7 +215,7 @@ def test_sparse_int8_state_decodes_to_the_int8_weights():
         entry, w = state[name], q.get_submodule(name).weight()
         shape = torch.Size(entry["shape"])
         flat = torch.zeros(shape.numel(), dtype=torch.int8)
-        flat[_unpack(entry["bits"], shape.numel())] = entry["values"]
+        flat[unpack_mask(entry["bits"], shape.numel())] = entry["values"]
         assert torch.equal(flat.view(shape), w.int_repr())
         assert entry["scale"] == w.q_scale() and entry["zero_point"] == 0
 
