@@ -49,11 +49,12 @@ def _layers_inputs(generator):
 def _as_model(weights) -> nn.Module:
     """A container of bias-free Linear layers holding ``weights`` (for kdlab's pruners)."""
     layers = nn.ModuleList()
-    for w in weights:
-        layer = nn.Linear(w.shape[1], w.shape[0], bias=False)
-        with torch.no_grad():
+    with torch.random.fork_rng(devices=[]):  # the learner's random state stays as it was
+        for w in weights:
+            layers.append(nn.Linear(w.shape[1], w.shape[0], bias=False))
+    with torch.no_grad():
+        for layer, w in zip(layers, weights):
             layer.weight.copy_(w)
-        layers.append(layer)
     return layers
 
 

@@ -50,7 +50,8 @@ def _conv_weight(generator):
 
 
 def filter_l1_reference(weight):
-    conv = nn.Sequential(nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), bias=False))
+    with torch.random.fork_rng(devices=[]):  # the learner's random state stays as it was
+        conv = nn.Sequential(nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), bias=False))
     with torch.no_grad():
         conv[0].weight.copy_(weight)
     return channel_scores(conv, [ChannelGroup(producers=["0"], channels=weight.shape[0])], criterion="l1")[0]

@@ -21,7 +21,8 @@ def _head_inputs(generator):
 
 def head_l1_reference(out_weight, heads):
     d_model, inner = out_weight.shape
-    attn = MultiHeadSelfAttention(d_model, heads, head_dim=inner // heads)
+    with torch.random.fork_rng(devices=[]):  # the learner's random state stays as it was
+        attn = MultiHeadSelfAttention(d_model, heads, head_dim=inner // heads)
     with torch.no_grad():
         attn.out.weight.copy_(out_weight)
     return head_scores(attn)[0]
