@@ -1,0 +1,102 @@
+"""Lesson 07 (drawbacks): the knee of pruning, a weak teacher, disagreeing criteria, KD's extra FLOPs."""
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import torch
+
+from kdlab.grading.registry import ChoiceItem, NumberItem
+
+GRID = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
+"""Sparsities of the one-shot curve whose knee 07.knee_sparsity asks for."""
+
+
+@lru_cache(maxsize=None)
+def _curve() -> dict:
+    """One-shot global magnitude pruning of the zoo LeNet-300-100 (seed 0) at every GRID sparsity,
+    no fine-tuning; and the FLOPs of the 2x512 teacher and the 32-unit student on one image.
+    One thread, as the notebooks run (the model cache is keyed by the thread count)."""
+    from kdlab import data, evaluate, models, prune, train, zoo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        split = data.load_digits()
+        large = zoo.pretrained("lenet-300-100", data=split)
+        accuracy = []
+        for s in GRID:
+            trial = copy.deepcopy(large)
+            prune.magnitude_prune(trial, s)
+            accuracy.append(train.evaluate(trial, split))
+        x = split.x_test[:1]
+        return {"dense": train.evaluate(large, split), "accuracy": accuracy,
+                "teacher_flops": evaluate.flops(zoo.pretrained("mlp-teacher", data=split), x),
+                "student_flops": evaluate.flops(models.create("mlp-student"), x)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _knee(drop: float = 0.01) -> float:
+    """The largest GRID sparsity whose accuracy is within ``drop`` of the dense model."""
+    c = _curve()
+    return max(s for s, a in zip(GRID, c["accuracy"]) if a >= c["dense"] - drop)
+
+
+def _first_past_knee() -> float:
+    return GRID[GRID.index(_knee()) + 1]
+
+
+def _collapse() -> float:
+    """The first GRID sparsity below 50% accuracy."""
+    return next(s for s, a in zip(GRID, _curve()["accuracy"]) if a < 0.5)
+
+
+def _extra() -> float:
+    c = _curve()
+    return c["teacher_flops"] / (3 * c["student_flops"])
+
+
+ITEMS = [
+    NumberItem(
+        "07.knee_sparsity", points=2, abs_tol=0.01,
+        prompt="LeNet-300-100 (zoo, seed 0) magnitude-pruned globally, one-shot, no fine-tuning, at each "
+               f"sparsity of {GRID}: the largest of them whose test accuracy is within 1 point (0.01) "
+               "of the dense model's.",
+        target=_knee,
+        wrong=[(_first_past_knee, "that sparsity is already more than 1 point below the dense model: "
+                                  "the knee is the last one that is not"),
+               (_collapse, "that is where the model has collapsed (below 50%); the knee comes earlier, where "
+                           "accuracy first leaves the 1-point band for good"),
+               (lambda: 100 * _knee(), "give the sparsity as a fraction in [0, 1], not in percent")],
+    ),
+    ChoiceItem(
+        "07.weak_teacher", points=1,
+        prompt="The 32-unit student with 90 labels (split.subset(n_train=90, seed=0)): is it more accurate "
+               "distilled from the 1-epoch teacher (T=4, alpha=0.9, soft targets on the other training "
+               "images), or trained on its 90 labels alone?",
+        options=["KD from the weak teacher", "labels alone"], answer="labels alone",
+        hints={"KD from the weak teacher": "train both students from the same initial weights and evaluate "
+                                           "them: a teacher right on about 78% of images passes its mistakes "
+                                           "on the unlabelled images to the student with weight alpha"},
+    ),
+    ChoiceItem(
+        "07.taylor_layer", points=1,
+        prompt="Remove 30% of LeNet-300-100's weights (zoo, seed 0) globally with the Taylor criterion "
+               "(prune.gradient_prune, criterion='taylor', batches=4): which hidden layer loses the larger "
+               "fraction of its weights?",
+        options=["layers.0", "layers.2"], answer="layers.0",
+        hints={"layers.2": "that is what global magnitude pruning does; Taylor weighs each weight by its "
+                           "gradient: prune a copy and read prune.sparsity(model)['layers']"},
+    ),
+    NumberItem(
+        "07.extra_flops", points=1, rel_tol=0.01,
+        prompt="FLOPs of one forward pass of the 2x512 teacher (zoo 'mlp-teacher') divided by the FLOPs of "
+               "one training step of the 32-unit student (taken as 3 forward passes: forward + backward), "
+               "per example: the extra work KD adds to every student step when the teacher runs each step.",
+        target=_extra,
+        wrong=[(lambda: 3 * _extra(), "a training step costs about 3 forward passes of the student "
+                                      "(forward and a backward twice as costly): divide by 3 x its FLOPs"),
+               (lambda: 1 / _extra(), "teacher over student, not the other way round")],
+    ),
+]
