@@ -37,6 +37,8 @@ def test_unknown_item_names_the_closest_ids():
         check("00.acuracy", lambda y, p: 0.0)
 
 
+# the usual mistakes include KL with reduction="mean", which torch warns about
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 @pytest.mark.parametrize("item", FUNCTION_ITEMS, ids=lambda i: i.id)
 def test_reference_passes_and_every_usual_mistake_gets_its_hint(item, capsys):
     assert check(item.id, item.reference) is True

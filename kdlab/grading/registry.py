@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import warnings
 import pkgutil
 import re
 import secrets
@@ -90,7 +91,12 @@ class Item:
             unsupported = _unsupported(outcome[1])
             if unsupported:
                 return self._fail(unsupported)
-        hint = self._hint(cases, [o[1] for o in outcomes])
+        # References, usual-mistake variants and measured targets are kdlab's own code:
+        # they must neither move the learner's random state nor print warnings (a
+        # mistake variant such as reduction="mean" warns by design).
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hint = self._hint(cases, [o[1] for o in outcomes])
         if hint is None:
             return Verdict(self.id, True, self.points, self.points, self._pass_message(len(cases)))
         return self._fail(hint)
