@@ -56,6 +56,50 @@ def test_masks_stay_exactly_zero_for_100_steps(lenet, make_optimizer):
     assert torch.count_nonzero(pruned_entries(bare, bare_masks)) > 0
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_kept_weights_train_as_with_a_plain_multiply(lenet, optimizer):
+    """Settling the pruned entries of Adam's state changes nothing a kept weight sees."""
+    make = {"adam": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-2, amsgrad=True),
+            "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)}[optimizer]
+    masks = prune.magnitude_prune(lenet, 0.9)
+    reference = copy.deepcopy(lenet)
+    opt, ref_opt = make(lenet.parameters()), make(reference.parameters())
+    masks.attach(opt)
+    keep = {n: m.to(torch.float32) for n, m in masks.items()}
+
+    def multiply(*_):
+        with torch.no_grad():
+            for name, k in keep.items():
+                reference.get_parameter(name).mul_(k).add_(0.0)
+
+    ref_opt.register_step_post_hook(multiply)
+    steps(lenet, opt, 30)
+    steps(reference, ref_opt, 30)
+    for (name, a), b in zip(lenet.named_parameters(), reference.parameters()):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32)), name  # bit for bit
+    if optimizer == "adam":
+        for name, mask in masks.items():
+            state = opt.state[lenet.get_parameter(name)]
+            assert (state["exp_avg_sq"][~mask] > 0).all() and (state["max_exp_avg_sq"][~mask] > 0).all()
+            assert torch.equal(state["exp_avg_sq"][mask], ref_opt.state[reference.get_parameter(name)]["exp_avg_sq"][mask])
+
+
+def test_apply_keeps_kept_bits_and_follows_the_dtype(lenet):
+    masks = prune.magnitude_prune(lenet, 0.5)
+    w = lenet.layers[0].weight
+    kept = masks["layers.0.weight"].nonzero()[0].tolist()
+    with torch.no_grad():
+        w[tuple(kept)] = 0.0
+        w.neg_()  # the kept 0.0 and the pruned entries become -0.0
+    masks.apply()
+    assert torch.signbit(w[tuple(kept)])  # a kept -0.0 stays -0.0
+    assert not torch.signbit(w.detach()[~masks["layers.0.weight"]]).any()
+    lenet.double()  # the masks follow a change of the parameters' dtype
+    masks.apply()
+    assert lenet.layers[0].weight.dtype == torch.float64
+    assert torch.count_nonzero(pruned_entries(lenet, masks)) == 0
+
+
 def test_detached_handle_stops_reapplying(lenet):
     masks = prune.magnitude_prune(lenet, 0.5)
     optimizer = torch.optim.SGD(lenet.parameters(), lr=0.1, momentum=0.9)
