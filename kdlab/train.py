@@ -8,8 +8,8 @@ step), e.g. re-applying pruning masks or tightening them on a schedule.
 >>> train.seed_everything(0)
 >>> split = data.load_digits()
 >>> model = models.create("mlp-student")
->>> history = train.fit(model, split.train, epochs=2, progress=False)
->>> round(train.evaluate(model, split.test), 2) > 0.5
+>>> history = train.fit(model, split.train, epochs=10, lr=3e-3, progress=False)
+>>> train.evaluate(model, split.test) > 0.85
 True
 """
 from __future__ import annotations

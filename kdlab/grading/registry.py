@@ -350,6 +350,10 @@ def check(item_id: str, answer) -> bool:
     ones on every call); a value is compared with the expected answer. The
     verdict says what is wrong without showing the expected answer::
 
+        >>> def accuracy(y_true, y_pred):
+        ...     if y_pred.ndim == 2:  # logits or probabilities
+        ...         y_pred = y_pred.argmax(1)
+        ...     return (y_true == y_pred).float().mean().item()
         >>> check("00.accuracy", accuracy)
         ✓ 00.accuracy: passed 20 random cases
         True

@@ -58,25 +58,15 @@ def _check_model(model, cls):
 def _taylor(model: nn.Module, data, params: list, reduce, *, loss_fn=None, batches: int = 1,
             batch_size: int = 128) -> torch.Tensor:
     """sum over ``batches`` of reduce([g * w for w in params])^2, in eval mode."""
-    from kdlab.train import as_loader
+    from kdlab.prune.unstructured import batch_gradients
 
     if data is None:
         raise ValueError("data is required for criterion='taylor': it needs batches (x, y) for gradients")
-    batches = _validate.positive_int("batches", batches)
-    loader = as_loader(data, batch_size=batch_size, shuffle=False)
     total = None
-    was_training = model.training
-    model.eval()
-    try:
-        for i, batch in enumerate(loader):
-            if i == batches:
-                break
-            x, y = batch[0].to(params[0].device), batch[1].to(params[0].device)
-            grads = torch.autograd.grad((loss_fn or F.cross_entropy)(model(x), y), params)
-            s = reduce([(g * w).detach() for g, w in zip(grads, params)]).cpu() ** 2
-            total = s if total is None else total + s
-    finally:
-        model.train(was_training)
+    for grads in batch_gradients(model, data, params, loss_fn=loss_fn, batches=batches,
+                                 batch_size=batch_size):
+        s = reduce([g * w.detach() for g, w in zip(grads, params)]).cpu() ** 2
+        total = s if total is None else total + s
     return total
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kdlab import _validate
@@ -51,27 +50,17 @@ def channel_scores(model: nn.Module, groups: list, *, criterion: str = "l1", dat
                 for g in groups]
     if data is None:
         raise ValueError("data is required for criterion='taylor': it needs batches (x, y) for gradients")
-    from kdlab.train import as_loader
+    from kdlab.prune.unstructured import batch_gradients
 
-    batches = _validate.positive_int("batches", batches)
-    loader = as_loader(data, batch_size=batch_size, shuffle=False)
     params = [_group_params(model, g) for g in groups]
     flat = [p for ps in params for p in ps]
     scores = [torch.zeros(g.channels) for g in groups]
-    device = flat[0].device
-    was_training = model.training
-    model.eval()
-    try:
-        for i, batch in enumerate(loader):
-            if i == batches:
-                break
-            x, y = batch[0].to(device), batch[1].to(device)
-            grads = iter(torch.autograd.grad((loss_fn or F.cross_entropy)(model(x), y), flat))
-            for k, ps in enumerate(params):
-                contribution = sum((next(grads) * p).detach().reshape(len(p), -1).sum(1) for p in ps)
-                scores[k] += contribution.cpu() ** 2
-    finally:
-        model.train(was_training)
+    for batch_grads in batch_gradients(model, data, flat, loss_fn=loss_fn, batches=batches,
+                                       batch_size=batch_size):
+        grads = iter(batch_grads)
+        for k, ps in enumerate(params):
+            contribution = sum((next(grads) * p.detach()).reshape(len(p), -1).sum(1) for p in ps)
+            scores[k] += contribution.cpu() ** 2
     return scores
 
 

@@ -129,6 +129,34 @@ def std_threshold_prune(model: nn.Module, quality: float, *, layers=None) -> Pru
                                 for n, w in weights.items()}).apply()
 
 
+def batch_gradients(model: nn.Module, data, params: list, *, loss_fn=None, batches: int = 1,
+                    batch_size: int = 128):
+    """Yield, for each of the first ``batches`` batches of ``data``, the detached gradients
+    of ``loss_fn(model(x), y)`` (cross-entropy by default) with respect to ``params``.
+
+    The model runs in eval mode (no dropout, BatchNorm statistics untouched) and gets
+    its mode back afterwards; ``.grad`` fields are left alone (``torch.autograd.grad``).
+    Every gradient criterion of kdlab (Taylor, SNIP, channel and unit scores) uses it."""
+    from kdlab.train import as_loader
+
+    if data is None:
+        raise ValueError("data is required: gradient criteria need batches (x, y) to compute gradients")
+    batches = _validate.positive_int("batches", batches)
+    loader = as_loader(data, batch_size=batch_size, shuffle=False)
+    loss_fn = loss_fn or F.cross_entropy
+    device = params[0].device
+    was_training = model.training
+    model.eval()
+    try:
+        for i, batch in enumerate(loader):
+            if i == batches:
+                break
+            x, y = batch[0].to(device), batch[1].to(device)
+            yield [g.detach() for g in torch.autograd.grad(loss_fn(model(x), y), params)]
+    finally:
+        model.train(was_training)
+
+
 def gradient_scores(model: nn.Module, data, *, criterion: str = "taylor", loss_fn=None,
                     batches: int = 1, batch_size: int = 128, layers=None) -> dict:
     """Per-weight importance from gradients of the loss on ``batches`` batches of ``data``.
@@ -140,29 +168,15 @@ def gradient_scores(model: nn.Module, data, *, criterion: str = "taylor", loss_f
     The model runs in eval mode (no dropout, BatchNorm statistics untouched) and its
     ``.grad`` fields are left alone (gradients come from ``torch.autograd.grad``).
     """
-    from kdlab.train import as_loader
-
     if data is None:
         raise ValueError("data is required: gradient criteria need batches (x, y) to compute gradients")
     _validate.choice("criterion", criterion, GRADIENT_CRITERIA)
-    batches = _validate.positive_int("batches", batches)
     weights = prunable_weights(model, layers)
-    loader = as_loader(data, batch_size=batch_size, shuffle=False)
-    loss_fn = loss_fn or F.cross_entropy
-    device = next(iter(weights.values())).device
     acc = {n: torch.zeros_like(w) for n, w in weights.items()}
-    was_training = model.training
-    model.eval()
-    try:
-        for i, batch in enumerate(loader):
-            if i == batches:
-                break
-            x, y = batch[0].to(device), batch[1].to(device)
-            grads = torch.autograd.grad(loss_fn(model(x), y), list(weights.values()))
-            for (n, w), g in zip(weights.items(), grads):
-                acc[n] += (g * w).detach() ** 2 if criterion == "taylor" else g.detach()
-    finally:
-        model.train(was_training)
+    for grads in batch_gradients(model, data, list(weights.values()), loss_fn=loss_fn,
+                                 batches=batches, batch_size=batch_size):
+        for (n, w), g in zip(weights.items(), grads):
+            acc[n] += (g * w) ** 2 if criterion == "taylor" else g
     if criterion == "taylor":
         return acc
     saliency = {n: (acc[n] * w.detach()).abs() for n, w in weights.items()}
