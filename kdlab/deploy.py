@@ -56,6 +56,10 @@ def export_model(model: nn.Module, example_input, path) -> Path:
         program = torch.export.export(model, args, dynamic_shapes=tuple({0: batch} for _ in args))
     finally:
         model.train(was_training)
+    # Node metadata records the source file paths of the traced code; without them the
+    # file is the same bytes wherever kdlab is installed.
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)
     torch.export.save(program, path)
     return path
 
