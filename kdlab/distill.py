@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.utils.data import DataLoader
 
 from kdlab import _validate
@@ -138,6 +139,38 @@ def _kd_from_log_targets(student_logits, log_q_teacher, targets, temperature, al
     else:
         hard = F.cross_entropy(student_logits, targets)
     return torch.add(alpha * soft, hard, alpha=1.0 - alpha)
+
+
+class _FusedKD(torch.autograd.Function):
+    """The KD loss of labelled batches, given the teacher's ``log_q`` and ``q =
+    exp(log_q)`` at ``T``, as one autograd node whose gradient is computed in the
+    forward pass from its closed form
+
+    ``dL/dz = alpha * T / N * (softmax(z / T) - q) + (1 - alpha) / N * (softmax(z) - onehot(y))``.
+
+    The composed loss (division, two log-softmaxes, KL, cross-entropy, weighting)
+    builds a dozen autograd nodes, whose fixed per-call costs outweigh the
+    arithmetic of a small student's 64 x 10 logits. Inputs are not checked:
+    callers validate once, before training. First-order gradients only.
+    """
+
+    @staticmethod
+    def forward(ctx, z, log_q, q, targets, temperature: float, alpha: float):
+        n = len(z)
+        soft, hard = alpha * temperature / n, (1.0 - alpha) / n
+        log_p_t = F.log_softmax(z * (1.0 / temperature), dim=1)
+        log_p = F.log_softmax(z, dim=1)
+        kl = torch.vdot(q.reshape(-1), (log_q - log_p_t).reshape(-1))
+        loss = torch.add(kl * (soft * temperature), F.nll_loss(log_p, targets, reduction="sum"), alpha=hard)
+        grad = log_p_t.exp_().sub_(q).mul_(soft).add_(log_p.exp_(), alpha=hard)
+        ctx.save_for_backward(grad.scatter_(1, targets[:, None], -hard, reduce="add"))
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        grad, = ctx.saved_tensors
+        return grad * grad_loss, None, None, None, None, None
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None = None,
@@ -581,13 +614,16 @@ class Distiller(Callback):
         y = batch[1] if len(batch) > 1 else None
         if self._epoch_targets is not None and len(batch) == 3:
             idx = batch[2]
-            teacher_logits = None if self._epoch_targets[0] is None else self._epoch_targets[0][idx]
-            log_q = self._epoch_targets[1][idx]
+            teacher_logits, log_q, q = (None if t is None else t.index_select(0, idx) for t in self._epoch_targets)
         else:
             teacher_logits, log_q = _combine(self._teacher_logits(x), self.teacher_weights, T, self.mode)
+            q = None
         student_logits = model(x)
         if self.loss == "kd":
-            loss = _kd_from_log_targets(student_logits, log_q, y, T, self.alpha, self._partly_labelled)
+            if y is None or self._partly_labelled:
+                loss = _kd_from_log_targets(student_logits, log_q, y, T, self.alpha, self._partly_labelled)
+            else:
+                loss = _FusedKD.apply(student_logits, log_q, log_q.exp() if q is None else q, y, T, self.alpha)
         elif self.loss == "dkd":
             if y is None:
                 raise ValueError("loss='dkd' needs labelled batches (x, y); got batches without targets")
@@ -642,7 +678,9 @@ class Distiller(Callback):
     def on_epoch_start(self, state: TrainState) -> None:
         self.temperature = _temperature(self.schedule(state.epoch), f"temperature at epoch {state.epoch}")
         if self._cache is not None:
-            self._epoch_targets = _combine(self._cache, self.teacher_weights, self.temperature, self.mode)
+            # Soft targets at this epoch's T, once: a step only looks its batch up.
+            logits, log_q = _combine(self._cache, self.teacher_weights, self.temperature, self.mode)
+            self._epoch_targets = (None if self.loss == "kd" else logits, log_q, log_q.exp())
 
     def on_train_end(self, state: TrainState) -> None:
         self.remove_hooks()

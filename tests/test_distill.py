@@ -326,6 +326,27 @@ def test_distiller_objective_equals_kd_loss_and_teacher_frozen():
     assert torch.allclose(got, expected)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 1.0])
+def test_distiller_gradient_equals_kd_loss_gradient(alpha):
+    """The Distiller computes labelled KD with a closed-form gradient: it must agree with autograd's."""
+    torch.manual_seed(0)
+    x, y = _toy()
+    student, teacher = MLP(6, (8,), 3), MLP(6, (16,), 3).eval()
+    d = Distiller(student, teacher, temperature=3.0, alpha=alpha)
+    d.fit((x, y), epochs=1, batch_size=32, progress=False)
+    student.zero_grad()
+    got = d.objective(student, (x[:32], y[:32]))
+    got.backward()
+    grads = [p.grad.clone() for p in student.parameters()]
+    student.zero_grad()
+    with torch.no_grad():
+        teacher_logits = teacher(x[:32])
+    expected = kd_loss(student(x[:32]), teacher_logits, y[:32], temperature=3.0, alpha=alpha)
+    expected.backward()
+    assert torch.allclose(got, expected)
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(grads, student.parameters()))
+
+
 def test_cached_teacher_matches_uncached_and_runs_teacher_once():
     x, y = _toy()
     results = []
