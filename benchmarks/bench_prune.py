@@ -330,6 +330,22 @@ def write_report(args, seeds, sparsities, ft_epochs, dense_acc, acc, cnn, steps,
               "kdlab counts MACs with `torch.utils.flop_counter` (convolutions and matrix products only); "
               "Torch-Pruning's counter also counts BatchNorm, ReLU, pooling and additions, hence its "
               "slightly higher dense figure.", ""]
+    yes = lambda ok: "yes" if ok else "no"  # noqa: E731
+    lines += ["## Goals", "", "| goal | measured | met |", "|---|---|---|",
+              f"| LeNet-300-100 at 90% sparsity loses <= {GOAL_MLP_LOSS_PT} pt after fine-tuning | "
+              f"{loss:+.2f} pt lost | {yes(loss <= GOAL_MLP_LOSS_PT)} |",
+              f"| course CNN, 50% channels: >= {GOAL_SPEEDUP}x lower latency at batch 64, 8x8 digits | "
+              f"{sp8:.2f}x (FLOP ratio {cnn['flops8'][0] / cnn['flops8'][1]:.2f}x) | {yes(sp8 >= GOAL_SPEEDUP)} |",
+              f"| same, 32x32 inputs (timing only) | {sp32:.2f}x | {yes(sp32 >= GOAL_SPEEDUP)} |",
+              f"| course CNN, 50% channels: accuracy within {GOAL_CNN_LOSS_PT} pt after fine-tuning | "
+              f"{cnn_loss:+.2f} pt lost | {yes(cnn_loss <= GOAL_CNN_LOSS_PT)} |",
+              f"| training step with kept masks <= {GOAL_STEP_OVERHEAD}x a dense step | worst {worst:.3f}x | "
+              f"{yes(worst <= GOAL_STEP_OVERHEAD)} |",
+              f"| save_sparse >= {GOAL_SIZE_RATIO}x smaller than dense at 90% sparsity, exact round trip | "
+              f"{ratio:.2f}x, exact: {exact} | {yes(ratio >= GOAL_SIZE_RATIO and exact)} |",
+              f"| resnet18 at 50% channels next to Torch-Pruning (11.69M -> 3.06M params, 1.822G -> 0.487G MACs) | "
+              f"{pd / 1e6:.2f}M -> {ps / 1e6:.2f}M params, {md / 1e9:.3f}G -> {ms / 1e9:.3f}G MACs | "
+              f"{yes(abs(ps - tps) / tps < 0.02 and abs(ms - tms) / tms < 0.02)} (within 2%) |", ""]
     name = f"prune{suffix}.md"
     (RESULTS / name).write_text("\n".join(lines))
     print("\n".join(lines))
