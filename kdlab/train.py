@@ -14,6 +14,7 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -50,6 +51,19 @@ def seed_everything(seed: int = 0, threads: int = 1, deterministic: bool = True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@contextlib.contextmanager
+def num_threads(threads: int):
+    """Run a block with ``threads`` CPU threads, restoring the previous count after it
+    (results of training depend on the thread count; notebooks use one thread)."""
+    threads = _validate.positive_int("threads", threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_device() -> torch.device:

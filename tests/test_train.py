@@ -119,3 +119,13 @@ def test_over_seeds_reseeds_each_call():
 def test_predict_on_a_model_without_parameters():
     model = torch.nn.Flatten()
     assert train.evaluate(model, (torch.eye(3), torch.tensor([0, 1, 2]))) == 1.0
+
+
+def test_num_threads_restores_the_count():
+    before = torch.get_num_threads()
+    with train.num_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be an integer >= 1, got 0"):
+        with train.num_threads(0):
+            pass

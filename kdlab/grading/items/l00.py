@@ -8,6 +8,7 @@ import torch
 from kdlab.evaluate import classification_metrics, count_parameters
 from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
 from kdlab.models import MLP, SmallCNN
+from kdlab.train import num_threads
 
 
 def _int(generator, low: int, high: int) -> int:
@@ -139,14 +140,10 @@ def _tiny_accuracies() -> tuple:
     from kdlab.train import evaluate
     from kdlab.zoo import pretrained
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         data = load_digits()
         model = pretrained("mlp-tiny", data=data)
         return 100 * evaluate(model, data.test), 100 * evaluate(model, data.train)
-    finally:
-        torch.set_num_threads(threads)
 
 
 ITEMS = [

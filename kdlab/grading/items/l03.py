@@ -10,6 +10,7 @@ from torch import nn
 
 from kdlab.grading.registry import FunctionItem, NumberItem
 from kdlab.prune import magnitude_prune
+from kdlab.train import num_threads
 
 
 def _int(generator, low: int, high: int) -> int:
@@ -120,17 +121,13 @@ def _revived_sparsity() -> float:
     (lr 1e-3, seed 0) without re-applying the masks; one thread, as the notebooks."""
     from kdlab import data, prune, train, zoo
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         with torch.random.fork_rng(devices=[]):
             split = data.load_digits()
             model = copy.deepcopy(zoo.pretrained("lenet-300-100", data=split))
             prune.magnitude_prune(model, 0.9)
             train.fit(model, split.train, epochs=3, lr=1e-3, seed=0, progress=False)
             return prune.sparsity(model)["global"]
-    finally:
-        torch.set_num_threads(threads)
 
 
 ITEMS = [

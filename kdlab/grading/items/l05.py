@@ -4,9 +4,9 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
-import torch
 
 from kdlab.grading.registry import ChoiceItem, NumberItem
+from kdlab.train import num_threads
 
 
 @lru_cache(maxsize=None)
@@ -16,9 +16,7 @@ def _measured() -> dict:
     One thread, as the notebooks run (the model cache is keyed by the thread count)."""
     from kdlab import data, evaluate, prune, train, zoo
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         split = data.load_digits()
         large = zoo.pretrained("lenet-300-100", data=split)
         pruned = copy.deepcopy(large)
@@ -31,8 +29,6 @@ def _measured() -> dict:
                 "flops_ratio": evaluate.flops(pruned, x) / evaluate.flops(large, x),
                 "acc_pruned_96": train.evaluate(extreme, split),
                 "acc_student": train.evaluate(zoo.pretrained("mlp-student", data=split), split)}
-    finally:
-        torch.set_num_threads(threads)
 
 
 ITEMS = [

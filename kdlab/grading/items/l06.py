@@ -7,6 +7,7 @@ from functools import lru_cache
 import torch
 
 from kdlab.grading.registry import NumberItem
+from kdlab.train import num_threads
 
 
 @lru_cache(maxsize=None)
@@ -14,17 +15,13 @@ def _sizes() -> dict:
     """kB of LeNet-300-100 magnitude-pruned to 80%: sparse int8, sparse float32, dense int8."""
     from kdlab import data, pipeline, prune, zoo
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         model = copy.deepcopy(zoo.pretrained("lenet-300-100", data=data.load_digits()))
         prune.magnitude_prune(model, 0.8)
         q = pipeline.quantize_int8(model)
         return {"sparse_int8": pipeline.quantized_size_bytes(q, sparse=True) / 1000,
                 "sparse_float": prune.sparse_size_bytes(model) / 1000,
                 "dense_int8": pipeline.quantized_size_bytes(q) / 1000}
-    finally:
-        torch.set_num_threads(threads)
 
 
 ITEMS = [
@@ -55,22 +52,18 @@ def _few_label_gain() -> float:
     from kdlab.models import create
     from kdlab.train import evaluate, fit, seed_everything
 
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), num_threads(1):
         seed_everything(0, threads=1)
-        try:
-            split = data.load_digits()
-            teacher = zoo.pretrained("mlp-teacher", data=split)
-            x, y = split.train
-            labelled = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: round(0.1 * len(y))]
-            alone = create("mlp-student")
-            fit(alone, (x[labelled], y[labelled]), epochs=40, lr=3e-3, seed=0, progress=False)
-            seed_everything(0, threads=1)
-            student = create("mlp-student")
-            targets = torch.full_like(y, UNLABELLED)
-            targets[labelled] = y[labelled]
-            Distiller(student, teacher, temperature=4.0, alpha=0.9, cache_teacher=True).fit(
-                (x, targets), epochs=40, lr=3e-3, seed=0, progress=False)
-            return evaluate(student, split) - evaluate(alone, split)
-        finally:
-            torch.set_num_threads(threads)
+        split = data.load_digits()
+        teacher = zoo.pretrained("mlp-teacher", data=split)
+        x, y = split.train
+        labelled = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: round(0.1 * len(y))]
+        alone = create("mlp-student")
+        fit(alone, (x[labelled], y[labelled]), epochs=40, lr=3e-3, seed=0, progress=False)
+        seed_everything(0, threads=1)
+        student = create("mlp-student")
+        targets = torch.full_like(y, UNLABELLED)
+        targets[labelled] = y[labelled]
+        Distiller(student, teacher, temperature=4.0, alpha=0.9, cache_teacher=True).fit(
+            (x, targets), epochs=40, lr=3e-3, seed=0, progress=False)
+        return evaluate(student, split) - evaluate(alone, split)

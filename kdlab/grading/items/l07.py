@@ -4,9 +4,9 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
-import torch
 
 from kdlab.grading.registry import ChoiceItem, NumberItem
+from kdlab.train import num_threads
 
 GRID = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
 """Sparsities of the one-shot curve whose knee 07.knee_sparsity asks for."""
@@ -19,9 +19,7 @@ def _curve() -> dict:
     One thread, as the notebooks run (the model cache is keyed by the thread count)."""
     from kdlab import data, evaluate, models, prune, train, zoo
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         split = data.load_digits()
         large = zoo.pretrained("lenet-300-100", data=split)
         accuracy = []
@@ -33,8 +31,6 @@ def _curve() -> dict:
         return {"dense": train.evaluate(large, split), "accuracy": accuracy,
                 "teacher_flops": evaluate.flops(zoo.pretrained("mlp-teacher", data=split), x),
                 "student_flops": evaluate.flops(models.create("mlp-student"), x)}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _knee(drop: float = 0.01) -> float:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import torch
 
 from kdlab.grading.registry import ChoiceItem, NumberItem
+from kdlab.train import num_threads
 
 
 @lru_cache(maxsize=None)
@@ -14,15 +14,11 @@ def _flops_ratio() -> float:
     """FLOPs of cnn-teacher with 70% of its channels removed, over the dense FLOPs."""
     from kdlab import data, evaluate, prune, zoo
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         split = data.load_digits(flat=False)
         cnn = zoo.pretrained("cnn-teacher", data=split)
         example = split.x_test[:1]
         return evaluate.flops(prune.structured_prune(cnn, 0.7, example), example) / evaluate.flops(cnn, example)
-    finally:
-        torch.set_num_threads(threads)
 
 
 ITEMS = [

@@ -10,6 +10,7 @@ import torch
 
 from kdlab.grading.registry import FunctionItem, NumberItem
 from kdlab.prune import AGP
+from kdlab.train import num_threads
 
 
 def _int(generator, low: int, high: int) -> int:
@@ -51,12 +52,8 @@ def _joint_ratio() -> float:
     from kdlab.prune import magnitude_prune
     from kdlab.zoo import pretrained
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         model = pretrained("lenet-300-100", data=load_digits())
-    finally:
-        torch.set_num_threads(threads)
     pruned = copy.deepcopy(model)
     magnitude_prune(pruned, 0.9)
     return model_size_bytes(model) / quantized_size_bytes(quantize_int8(pruned), sparse=True)

@@ -11,6 +11,7 @@ import torch
 from kdlab.evaluate import flops, model_size_bytes
 from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
 from kdlab.models import MLP
+from kdlab.train import num_threads
 
 
 def _int(generator, low: int, high: int) -> int:
@@ -51,12 +52,8 @@ def _sizes() -> tuple:
     from kdlab.prune import magnitude_prune, sparse_size_bytes
     from kdlab.zoo import pretrained
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         model = pretrained("lenet-300-100", data=load_digits())
-    finally:
-        torch.set_num_threads(threads)
     pruned = copy.deepcopy(model)
     magnitude_prune(pruned, 0.9)
     return sparse_size_bytes(pruned) / model_size_bytes(model), model_size_bytes(pruned) / model_size_bytes(model)
@@ -68,13 +65,9 @@ def _teacher_accuracy() -> tuple:
     from kdlab.train import evaluate
     from kdlab.zoo import pretrained
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         split = load_digits()
         return evaluate(pretrained("mlp-teacher", data=split), split.test), len(split.y_test)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _se(scale: float = 1.0) -> float:
