@@ -163,3 +163,10 @@ def test_bad_arguments(lenet, split):
     with pytest.raises(ValueError):
         prune.magnitude_prune(lenet, 2.0)
     assert torch.equal(before, lenet.layers[0].weight)  # nothing done before the error
+
+
+def test_gradient_scores_carry_no_autograd_graph():
+    model = models.create("mlp-tiny")
+    x, y = torch.randn(8, 64), torch.randint(0, 10, (8,))
+    for criterion in ("taylor", "snip"):
+        assert not any(s.requires_grad for s in prune.gradient_scores(model, (x, y), criterion=criterion).values())

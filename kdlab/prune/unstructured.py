@@ -176,7 +176,7 @@ def gradient_scores(model: nn.Module, data, *, criterion: str = "taylor", loss_f
     for grads in batch_gradients(model, data, list(weights.values()), loss_fn=loss_fn,
                                  batches=batches, batch_size=batch_size):
         for (n, w), g in zip(weights.items(), grads):
-            acc[n] += (g * w) ** 2 if criterion == "taylor" else g
+            acc[n] += (g * w.detach()) ** 2 if criterion == "taylor" else g
     if criterion == "taylor":
         return acc
     saliency = {n: (acc[n] * w.detach()).abs() for n, w in weights.items()}

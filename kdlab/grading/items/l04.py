@@ -16,12 +16,17 @@ def _int(generator, low: int, high: int) -> int:
 
 
 def _model_batch(generator):
-    """A random MLP and one batch (x, y) for it."""
-    in_features, classes = _int(generator, 2, 10), _int(generator, 2, 6)
-    hidden = tuple(_int(generator, 2, 12) for _ in range(_int(generator, 1, 2)))
-    model = MLP(in_features, hidden, classes)
-    n = _int(generator, 4, 32)
-    return model, torch.randn(n, in_features, generator=generator), torch.randint(0, classes, (n,), generator=generator)
+    """A random MLP and one batch (x, y) for it. A draw whose hidden units are all dead
+    (every |g * w| exactly 0, so SNIP's normalisation is 0 / 0) is drawn again."""
+    while True:
+        in_features, classes = _int(generator, 2, 10), _int(generator, 2, 6)
+        hidden = tuple(_int(generator, 2, 12) for _ in range(_int(generator, 1, 2)))
+        model = MLP(in_features, hidden, classes)
+        n = _int(generator, 4, 32)
+        x = torch.randn(n, in_features, generator=generator)
+        y = torch.randint(0, classes, (n,), generator=generator)
+        if all(s.sum() > 0 for s in taylor_reference(model, x, y).values()):
+            return model, x, y
 
 
 def taylor_reference(model, x, y):
