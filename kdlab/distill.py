@@ -20,13 +20,11 @@ tensor([[0.5430, 0.2570, 0.2000]])
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.utils.data import DataLoader
 
 from kdlab import _validate
@@ -141,36 +139,56 @@ def _kd_from_log_targets(student_logits, log_q_teacher, targets, temperature, al
     return torch.add(alpha * soft, hard, alpha=1.0 - alpha)
 
 
-class _FusedKD(torch.autograd.Function):
-    """The KD loss of labelled batches, given the teacher's ``log_q`` and ``q =
-    exp(log_q)`` at ``T``, as one autograd node whose gradient is computed in the
-    forward pass from its closed form
+class _CachedKD:
+    """Labelled KD against cached teacher outputs: a lookup and a few calls per step.
 
-    ``dL/dz = alpha * T / N * (softmax(z / T) - q) + (1 - alpha) / N * (softmax(z) - onehot(y))``.
+    ``alpha * T^2 * KL(q || softmax(z / T)) + (1 - alpha) * CE(z, y)`` is a weighted
+    sum of log-softmaxes over three rows per example, ``z / T``, ``z`` and ``0``:
 
-    The composed loss (division, two log-softmaxes, KL, cross-entropy, weighting)
-    builds a dozen autograd nodes, whose fixed per-call costs outweigh the
-    arithmetic of a small student's 64 x 10 logits. Inputs are not checked:
-    callers validate once, before training. First-order gradients only.
+    1. ``log softmax(z / T)`` weighted by ``alpha * T^2 * q``: the soft term as a
+       cross-entropy;
+    2. ``log softmax(z)`` weighted by ``(1 - alpha) * onehot(y)``: the hard term;
+    3. ``log softmax(0) = -log C`` in every class, weighted so that the row adds
+       ``alpha * T^2 * sum(q log q)``, minus the teacher's entropy, which turns the
+       cross-entropy of row 1 into the KL divergence.
+
+    The weights belong to the examples and stay fixed for an epoch, so they are
+    built once per epoch and the loader fetches each batch's rows in place of its
+    labels. A step makes the rows with one product ``z @ spread``, takes one
+    log-softmax and one dot product with the batch's weights.
+    For a small student, whose step is mostly fixed per-call costs, this matters:
+    the composed loss runs a dozen calls forward and as many backward. The weights
+    are pre-divided by ``-batch_size``; a smaller last batch is rescaled. Equal to
+    :func:`kd_loss` in value and gradient (tests check both).
     """
 
-    @staticmethod
-    def forward(ctx, z, log_q, q, targets, temperature: float, alpha: float):
-        n = len(z)
-        soft, hard = alpha * temperature / n, (1.0 - alpha) / n
-        log_p_t = F.log_softmax(z * (1.0 / temperature), dim=1)
-        log_p = F.log_softmax(z, dim=1)
-        kl = torch.vdot(q.reshape(-1), (log_q - log_p_t).reshape(-1))
-        loss = torch.add(kl * (soft * temperature), F.nll_loss(log_p, targets, reduction="sum"), alpha=hard)
-        grad = log_p_t.exp_().sub_(q).mul_(soft).add_(log_p.exp_(), alpha=hard)
-        ctx.save_for_backward(grad.scatter_(1, targets[:, None], -hard, reduce="add"))
-        return loss
+    MAX_SPREAD_CLASSES = 256  # above this the (C, 3C) spread matrix costs more than broadcasting
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss):
-        grad, = ctx.saved_tensors
-        return grad * grad_loss, None, None, None, None, None
+    def __init__(self, log_q: torch.Tensor, targets: torch.Tensor, temperature: float, alpha: float,
+                 batch_size: int):
+        n, c = log_q.shape
+        q = log_q.exp()
+        soft = (alpha * temperature ** 2) * q
+        hard = F.one_hot(targets, c).to(q.dtype) * (1.0 - alpha)
+        # row 3: every class weighted w with C * w * (-log C) = -alpha * T^2 * sum(q log q)
+        neg_entropy = (q * log_q).sum(1, keepdim=True)
+        const = (alpha * temperature ** 2 / (c * math.log(c))) * neg_entropy if c > 1 else 0 * neg_entropy
+        weights = torch.stack((soft, hard, const.expand(n, c)), dim=2).view(n, 3 * c)
+        self.weights = weights * (-1.0 / batch_size)
+        self.scale = torch.tensor([1.0 / temperature, 1.0, 0.0], dtype=q.dtype, device=q.device)
+        self.spread = (torch.kron(torch.eye(c, dtype=q.dtype, device=q.device), self.scale.view(1, 3))
+                       if c <= self.MAX_SPREAD_CLASSES else None)
+        self.batch_size = batch_size
+
+    def loss(self, student_logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch, given its rows of :attr:`weights`."""
+        n = len(student_logits)
+        if self.spread is not None:
+            rows = torch.mm(student_logits, self.spread).view(n, -1, 3)
+        else:
+            rows = student_logits.unsqueeze(2) * self.scale
+        loss = torch.vdot(rows.log_softmax(1).view(-1), weights.view(-1))
+        return loss if n == self.batch_size else loss * (self.batch_size / n)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None = None,
@@ -471,34 +489,13 @@ def _module(model: nn.Module, name: str, which: str) -> nn.Module:
     return modules[name]
 
 
-class _IndexedBatches(torch.utils.data.Dataset):
-    """``(x, y, index)`` batches fetched whole, so looking up cached teacher
-    outputs costs one indexing per batch."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i], i
-
-    def __getitems__(self, indices):
-        idx = torch.as_tensor(indices)
-        return self.x[idx], self.y[idx], idx
-
-
 def indexed_loader(x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 64, shuffle: bool = True,
                    seed: int = 0) -> DataLoader:
     """A loader of ``(x, y, index)`` batches over in-memory tensors, in the same
     order as :func:`kdlab.data.make_loader` with the same seed."""
-    batch_size = _validate.positive_int("batch_size", batch_size)
-    if len(x) != len(y):
-        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-    gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(_IndexedBatches(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen,
-                      collate_fn=lambda batch: batch)
+    from kdlab.data import make_loader
+
+    return make_loader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, with_index=True)
 
 
 class Distiller(Callback):
@@ -584,7 +581,11 @@ class Distiller(Callback):
         self._hooks: list = []
         self._features: dict = {}
         self._cache: torch.Tensor | None = None   # (teachers, N, C) logits when caching
-        self._epoch_targets = None                # cache combined at the current T
+        self._cache_targets: torch.Tensor | None = None  # (N,) labels of the cached examples
+        self._batches = None                      # the cached loader's dataset (TensorBatches)
+        self._epoch_temperature = None            # T of the current _epoch_targets
+        self._epoch_targets = None                # cache combined at the current T, or a _CachedKD
+        self._batch_size = 64
         self._partly_labelled = True              # known to be False only for in-memory data
 
     def _check_hints(self, hints) -> list:
@@ -609,21 +610,19 @@ class Distiller(Callback):
     def objective(self, model: nn.Module, batch: tuple) -> torch.Tensor:
         """``objective(student, batch) -> loss`` for :func:`kdlab.train.fit`; batches
         are ``(x,)``, ``(x, y)``, or ``(x, y, index)`` when teacher logits are cached."""
+        if type(self._epoch_targets) is _CachedKD:  # batches (x, KD weights) from Distiller.fit
+            return self._epoch_targets.loss(model(batch[0]), batch[1])
+        cached = self._epoch_targets is not None and len(batch) == 3
         T = self.temperature
         x = batch[0]
         y = batch[1] if len(batch) > 1 else None
-        if self._epoch_targets is not None and len(batch) == 3:
-            idx = batch[2]
-            teacher_logits, log_q, q = (None if t is None else t.index_select(0, idx) for t in self._epoch_targets)
+        if cached:
+            teacher_logits, log_q = (None if t is None else t.index_select(0, batch[2]) for t in self._epoch_targets)
         else:
             teacher_logits, log_q = _combine(self._teacher_logits(x), self.teacher_weights, T, self.mode)
-            q = None
         student_logits = model(x)
         if self.loss == "kd":
-            if y is None or self._partly_labelled:
-                loss = _kd_from_log_targets(student_logits, log_q, y, T, self.alpha, self._partly_labelled)
-            else:
-                loss = _FusedKD.apply(student_logits, log_q, log_q.exp() if q is None else q, y, T, self.alpha)
+            loss = _kd_from_log_targets(student_logits, log_q, y, T, self.alpha, self._partly_labelled)
         elif self.loss == "dkd":
             if y is None:
                 raise ValueError("loss='dkd' needs labelled batches (x, y); got batches without targets")
@@ -666,6 +665,10 @@ class Distiller(Callback):
         self._hooks.clear()
         self._features.clear()
 
+    def _rows_per_epoch(self) -> bool:
+        """Cached vanilla KD on fully labelled data runs as :class:`_CachedKD`."""
+        return self.cache_teacher and self.loss == "kd" and not self._partly_labelled
+
     def on_train_start(self, state: TrainState) -> None:
         self._teacher_modes = [t.training for t in self.teachers]
         for t in self.teachers:
@@ -673,14 +676,22 @@ class Distiller(Callback):
         self.regressors.to(state.device)
         if self._cache is not None:
             self._cache = self._cache.to(state.device)
+            self._cache_targets = self._cache_targets.to(state.device)
         self._add_hooks()
 
     def on_epoch_start(self, state: TrainState) -> None:
         self.temperature = _temperature(self.schedule(state.epoch), f"temperature at epoch {state.epoch}")
-        if self._cache is not None:
-            # Soft targets at this epoch's T, once: a step only looks its batch up.
+        if self._cache is not None and self._epoch_temperature != self.temperature:
+            # Soft targets at this epoch's T, once (again only when T changes): a step
+            # only looks its batch up.
+            self._epoch_temperature = self.temperature
             logits, log_q = _combine(self._cache, self.teacher_weights, self.temperature, self.mode)
-            self._epoch_targets = (None if self.loss == "kd" else logits, log_q, log_q.exp())
+            if self._rows_per_epoch():
+                self._epoch_targets = _CachedKD(log_q, self._cache_targets, self.temperature, self.alpha,
+                                                self._batch_size)
+                self._batches.tensors[1] = self._epoch_targets.weights
+            else:
+                self._epoch_targets = (None if self.loss == "kd" else logits, log_q)
 
     def on_train_end(self, state: TrainState) -> None:
         self.remove_hooks()
@@ -736,8 +747,17 @@ class Distiller(Callback):
                                  f"Split, so each example's teacher logits can be looked up by index; got "
                                  f"{type(data).__name__}. Pass the tensors or use cache_teacher=False")
             x, y = data
-            loader = indexed_loader(x, y, batch_size=batch_size, seed=seed)
+            if self._rows_per_epoch():
+                # (x, KD weights) batches: the weights replace y in the loader every epoch
+                from kdlab.data import make_loader
+
+                loader = make_loader(x, y, batch_size=batch_size, seed=seed)
+            else:
+                loader = indexed_loader(x, y, batch_size=batch_size, seed=seed)
+            self._batches = loader.dataset
             self._cache = self._run_teachers(x)
+            self._epoch_temperature = None
+            self._cache_targets, self._batch_size = y, batch_size
         else:
             loader = as_loader(data, batch_size=batch_size, seed=seed)
             self._cache = None
@@ -753,7 +773,7 @@ class Distiller(Callback):
                        callbacks=[self, *callbacks], optimizer=optimizer, **fit_kwargs)
         finally:
             self.remove_hooks()
-            self._epoch_targets = None
+            self._epoch_targets = self._epoch_temperature = None
 
     @torch.no_grad()
     def _run_teachers(self, x: torch.Tensor) -> torch.Tensor:

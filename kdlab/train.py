@@ -238,9 +238,9 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
     for epoch in range(epochs):
         state.epoch = epoch
         model.train()
+        epoch_start, total, count = time.perf_counter(), 0.0, 0
         for c in callbacks:
             c.on_epoch_start(state)
-        epoch_start, total, count = time.perf_counter(), 0.0, 0
         for batch in loader:
             batch = tuple(t.to(device) for t in batch)
             state.batch = batch

@@ -76,3 +76,45 @@ def test_bad_loader_arguments():
         data.make_loader(x, y[:4], batch_size=0)
     with pytest.raises(ValueError, match="same length, got 4 and 3"):
         data.make_loader(x, y)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_make_loader_batches_equal_a_tensor_dataset_loader(shuffle):
+    """Batches fetched whole hold the same values, in the same order, as the usual
+    per-example DataLoader, so training results do not depend on the loader."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    split = data.load_digits()
+    x, y = split.train
+    ours = data.make_loader(x, y, batch_size=64, shuffle=shuffle, seed=3)
+    usual = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=shuffle,
+                       generator=torch.Generator().manual_seed(3) if shuffle else None)
+    for _ in range(2):  # two epochs: the shuffling generator advances alike
+        got, want = list(ours), list(usual)
+        assert len(got) == len(want) == 15
+        for (xa, ya), (xb, yb) in zip(got, want):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_make_loader_with_index_and_without_targets():
+    x = torch.arange(10.0).view(5, 2)
+    y = torch.tensor([0, 1, 0, 1, 1])
+    for xb, yb, idx in data.make_loader(x, y, batch_size=2, seed=0, with_index=True):
+        assert torch.equal(xb, x[idx]) and torch.equal(yb, y[idx])
+    (only,), = list(data.make_loader(x, batch_size=5, shuffle=False))
+    assert torch.equal(only, x)
+    ds = data.TensorBatches(x, y, with_index=True)
+    assert len(ds) == 5
+    xa, ya, i = ds[3]
+    assert torch.equal(xa, x[3]) and torch.equal(ya, y[3]) and i == 3
+
+
+def test_tensor_batches_refuses_mismatched_inputs():
+    with pytest.raises(ValueError, match="at least one tensor"):
+        data.TensorBatches()
+    with pytest.raises(ValueError, match=r"tensors\[1\] has 3"):
+        data.TensorBatches(torch.zeros(4, 2), torch.zeros(3))
+    with pytest.raises(TypeError, match=r"tensors\[0\] must be a torch.Tensor, got list"):
+        data.TensorBatches([1, 2])
+    with pytest.raises(ValueError, match="x and y must have the same length, got 4 and 3"):
+        data.make_loader(torch.zeros(4, 2), torch.zeros(3))

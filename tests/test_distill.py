@@ -364,6 +364,56 @@ def test_cached_teacher_matches_uncached_and_runs_teacher_once():
     assert calls_a == 9 and calls_b == 1  # 3 batches x 3 epochs against one pass
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 1.0])
+@pytest.mark.parametrize("classes", [3, 10, 300])  # 300: above MAX_SPREAD_CLASSES, the broadcast path
+@pytest.mark.parametrize("n", [32, 7])             # 7: a last batch smaller than the batch size
+def test_cached_kd_equals_kd_loss_in_value_and_gradient(alpha, classes, n):
+    """The cached path writes KD as weights over three log-softmax rows; it must be kd_loss."""
+    gen = torch.Generator().manual_seed(classes + n)
+    teacher_logits = 5 * torch.randn(50, classes, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, classes, (50,), generator=gen)
+    T = 3.0
+    table = distill._CachedKD(F.log_softmax(teacher_logits / T, 1), targets, T, alpha, batch_size=32)
+    idx = torch.randperm(50, generator=gen)[:n]
+    z = (4 * torch.randn(n, classes, generator=gen, dtype=torch.float64)).requires_grad_()
+    got = table.loss(z, table.weights[idx])
+    (g_got,) = torch.autograd.grad(got, z)
+    expected = kd_loss(z, teacher_logits[idx], targets[idx], temperature=T, alpha=alpha)
+    (g_exp,) = torch.autograd.grad(expected, z)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-9)
+    assert torch.allclose(g_got, g_exp, atol=1e-10)
+
+
+def test_cached_kd_is_finite_for_huge_logits():
+    targets = torch.tensor([0, 2])
+    teacher = torch.tensor([[1e4, 0.0, -1e4], [-1e4, 0.0, 1e4]])
+    table = distill._CachedKD(F.log_softmax(teacher / 4.0, 1), targets, 4.0, 0.9, batch_size=2)
+    z = torch.tensor([[-1e4, 1e4, 0.0], [1e4, 0.0, -1e4]], requires_grad=True)
+    loss = table.loss(z, table.weights)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert loss.item() == pytest.approx(kd_loss(z, teacher, targets, temperature=4.0, alpha=0.9).item(), rel=1e-5)
+
+
+def test_cached_distiller_rebuilds_targets_only_when_the_temperature_changes(monkeypatch):
+    built = []
+    real = distill._CachedKD.__init__
+
+    def spy(self, log_q, targets, temperature, alpha, batch_size):
+        built.append(temperature)
+        real(self, log_q, targets, temperature, alpha, batch_size)
+
+    monkeypatch.setattr(distill._CachedKD, "__init__", spy)
+    x, y = _toy()
+    Distiller(MLP(6, (8,), 3), MLP(6, (16,), 3), temperature=4.0, cache_teacher=True).fit(
+        (x, y), epochs=3, batch_size=32, progress=False)
+    assert built == [4.0]
+    built.clear()
+    Distiller(MLP(6, (8,), 3), MLP(6, (16,), 3), temperature=linear_temperature(6.0, 2.0, 3),
+              cache_teacher=True).fit((x, y), epochs=3, batch_size=32, progress=False)
+    assert built == [6.0, 4.0, 2.0]
+
+
 def test_cache_refuses_a_dataloader():
     from kdlab.data import make_loader
 
