@@ -328,7 +328,7 @@ def test_distiller_objective_equals_kd_loss_and_teacher_frozen():
 
 @pytest.mark.parametrize("alpha", [0.0, 0.7, 1.0])
 def test_distiller_gradient_equals_kd_loss_gradient(alpha):
-    """The Distiller computes labelled KD with a closed-form gradient: it must agree with autograd's."""
+    """The Distiller's loss for labelled batches must agree with kd_loss in value and gradient."""
     torch.manual_seed(0)
     x, y = _toy()
     student, teacher = MLP(6, (8,), 3), MLP(6, (16,), 3).eval()
