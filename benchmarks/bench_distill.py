@@ -61,11 +61,9 @@ def distil(model, teachers, xy, epochs, seed, lr=3e-3, **kw):
 
 
 def few_labels(split, n_labelled: int, seed: int):
-    """Indices of a stratified labelled subset and the targets with the rest hidden."""
-    small = split.subset(n_train=n_labelled, seed=seed)
-    labelled = (split.x_train[:, None, :] == small.x_train[None]).all(-1).any(1)
-    hidden = torch.where(labelled, split.y_train, torch.full_like(split.y_train, UNLABELLED))
-    return small, labelled, hidden
+    """A stratified labelled subset, its mask and the targets with the rest hidden."""
+    hidden = split.few_labels(n_labelled, seed=seed)
+    return split.subset(n_train=n_labelled, seed=seed), hidden != UNLABELLED, hidden
 
 
 # ---------------------------------------------------------------------------- 1. KD gain

@@ -22,6 +22,11 @@ from kdlab import _validate
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 
+UNLABELLED = -1
+"""Target value that marks an unlabelled example (:func:`hide_labels`). The
+:class:`kdlab.distill.Distiller` gives such examples the soft term only (the hard
+cross-entropy averages over the labelled examples)."""
+
 
 @dataclass
 class Split:
@@ -70,9 +75,49 @@ class Split:
             x_te, y_te = x_te[idx], y_te[idx]
         return Split(self.name, x_tr, y_tr, x_te, y_te, self.classes)
 
+    def few_labels(self, n_labelled: int, *, seed: int = 0) -> torch.Tensor:
+        """The training targets with all but ``n_labelled`` hidden as :data:`UNLABELLED`.
+
+        The labelled examples are a stratified sample: exactly the training examples
+        of ``subset(n_train=n_labelled, seed=seed)``, so a student trained on that
+        subset alone sees the same labels.
+        """
+        n_labelled = _validate.positive_int("n_labelled", n_labelled)
+        if n_labelled > len(self.y_train):
+            raise ValueError(f"n_labelled must be at most the {len(self.y_train)} training examples, "
+                             f"got {n_labelled}")
+        return hide_labels(self.y_train, _stratified_indices(self.y_train, n_labelled, seed))
+
     def __repr__(self) -> str:
         return (f"Split({self.name!r}, train={tuple(self.x_train.shape)}, "
                 f"test={tuple(self.x_test.shape)}, classes={self.num_classes})")
+
+
+def hide_labels(y: torch.Tensor, keep) -> torch.Tensor:
+    """A copy of the class targets ``y`` with every label hidden as :data:`UNLABELLED`
+    except at ``keep`` (indices, or a boolean mask of ``y``'s length).
+
+    >>> hide_labels(torch.tensor([3, 1, 4, 1]), torch.tensor([0, 2]))
+    tensor([ 3, -1,  4, -1])
+    """
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"y must be a 1-D tensor of integer class indices, got "
+                        f"{type(y).__name__ if not isinstance(y, torch.Tensor) else f'{y.dtype} of shape {tuple(y.shape)}'}")
+    keep = torch.as_tensor(keep)
+    if keep.ndim == 1 and keep.numel() == 0:
+        keep = keep.long()  # an empty list: nothing kept
+    if keep.dtype == torch.bool:
+        if keep.shape != y.shape:
+            raise ValueError(f"keep as a boolean mask must have y's shape {tuple(y.shape)}, got {tuple(keep.shape)}")
+    elif keep.is_floating_point() or keep.ndim != 1:
+        raise TypeError(f"keep must be 1-D integer indices or a boolean mask, got {keep.dtype} of shape "
+                        f"{tuple(keep.shape)}")
+    elif len(keep) and (keep.min() < -len(y) or keep.max() >= len(y)):
+        raise ValueError(f"keep indices must lie in [0, {len(y) - 1}], got values in "
+                         f"[{int(keep.min())}, {int(keep.max())}]")
+    hidden = torch.full_like(y, UNLABELLED)
+    hidden[keep] = y[keep]
+    return hidden
 
 
 def _stratified_indices(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:

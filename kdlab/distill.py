@@ -30,9 +30,7 @@ from torch.utils.data import DataLoader
 from kdlab import _validate
 from kdlab.train import Callback, TrainState, as_loader, fit, make_optimizer
 
-UNLABELLED = -1
-"""Target value that marks an unlabelled example for :class:`Distiller`: it gets
-the soft term only (the hard cross-entropy averages over the labelled examples)."""
+from kdlab.data import UNLABELLED  # re-exported: kdlab.distill.UNLABELLED
 
 LOSSES = ("kd", "dkd")
 MULTI_TEACHER_MODES = ("logits", "probs")

@@ -118,3 +118,35 @@ def test_tensor_batches_refuses_mismatched_inputs():
         data.TensorBatches([1, 2])
     with pytest.raises(ValueError, match="x and y must have the same length, got 4 and 3"):
         data.make_loader(torch.zeros(4, 2), torch.zeros(3))
+
+
+def test_few_labels_keeps_exactly_the_stratified_subset():
+    split = data.load_digits()
+    for seed in (0, 1):
+        hidden = split.few_labels(90, seed=seed)
+        kept = hidden != data.UNLABELLED
+        assert int(kept.sum()) == 90
+        assert torch.equal(hidden[kept], split.y_train[kept])
+        small = split.subset(n_train=90, seed=seed)
+        assert torch.equal(split.x_train[kept], small.x_train) and torch.equal(split.y_train[kept], small.y_train)
+    assert torch.equal(split.few_labels(898), split.y_train)
+    with pytest.raises(ValueError, match="n_labelled must be at most the 898 training examples, got 899"):
+        split.few_labels(899)
+    with pytest.raises(ValueError, match="n_labelled"):
+        split.few_labels(0)
+
+
+def test_hide_labels_by_indices_or_mask_and_bad_input():
+    y = torch.tensor([3, 1, 4, 1, 5])
+    assert data.hide_labels(y, torch.tensor([0, 4])).tolist() == [3, -1, -1, -1, 5]
+    assert data.hide_labels(y, y > 3).tolist() == [-1, -1, 4, -1, 5]
+    assert data.hide_labels(y, []).tolist() == [-1] * 5
+    assert y.tolist() == [3, 1, 4, 1, 5]  # the input is not changed
+    with pytest.raises(TypeError, match="y must be a 1-D tensor of integer class indices"):
+        data.hide_labels(torch.rand(5), [0])
+    with pytest.raises(ValueError, match=r"keep as a boolean mask must have y's shape \(5,\), got \(4,\)"):
+        data.hide_labels(y, torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"keep indices must lie in \[0, 4\], got values in \[0, 7\]"):
+        data.hide_labels(y, [0, 7])
+    with pytest.raises(TypeError, match="keep must be 1-D integer indices or a boolean mask"):
+        data.hide_labels(y, torch.tensor([0.5]))

@@ -1,6 +1,5 @@
 """Masks that stay applied without hooks; schedules; sparse checkpoints; sensitivity."""
 import copy
-import io
 import math
 
 import pytest

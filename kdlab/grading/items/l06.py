@@ -48,7 +48,7 @@ ITEMS = [
 @lru_cache(maxsize=None)
 def _few_label_gain() -> float:
     from kdlab import data, zoo
-    from kdlab.distill import UNLABELLED, Distiller
+    from kdlab.distill import Distiller
     from kdlab.models import create
     from kdlab.train import evaluate, fit, seed_everything
 
@@ -62,8 +62,7 @@ def _few_label_gain() -> float:
         fit(alone, (x[labelled], y[labelled]), epochs=40, lr=3e-3, seed=0, progress=False)
         seed_everything(0, threads=1)
         student = create("mlp-student")
-        targets = torch.full_like(y, UNLABELLED)
-        targets[labelled] = y[labelled]
+        targets = data.hide_labels(y, labelled)
         Distiller(student, teacher, temperature=4.0, alpha=0.9, cache_teacher=True).fit(
             (x, targets), epochs=40, lr=3e-3, seed=0, progress=False)
         return evaluate(student, split) - evaluate(alone, split)
