@@ -25,7 +25,7 @@ just work; structured pruning really removes channels.
 from kdlab.prune.beyond_cnn import (PrunedEmbedding, embedding_row_scores, gru_unit_scores,
                                     head_scores, prune_embedding_rows, prune_gru_units, prune_heads)
 from kdlab.prune.graph import ChannelGroup, channel_groups
-from kdlab.prune.masks import PruningMasks, prunable_weights, sparsity
+from kdlab.prune.masks import PruningMasks, SparsityLog, prunable_weights, sparsity
 from kdlab.prune.schedules import AGP, Iterative, OneShot, Schedule
 from kdlab.prune.sensitivity import SensitivityScan, plot_sensitivity, sensitivity_scan
 from kdlab.prune.sparse_io import load_sparse, save_sparse, sparse_size_bytes
@@ -35,7 +35,7 @@ from kdlab.prune.unstructured import (gradient_prune, gradient_scores, magnitude
                                       threshold_prune)
 
 __all__ = [
-    "PruningMasks", "prunable_weights", "sparsity",
+    "PruningMasks", "prunable_weights", "sparsity", "SparsityLog",
     "magnitude_prune", "threshold_prune", "std_threshold_prune", "random_prune",
     "gradient_prune", "gradient_scores", "masks_from_scores",
     "Schedule", "OneShot", "Iterative", "AGP",

@@ -214,3 +214,27 @@ def sparsity(model: nn.Module, layers=None) -> dict:
     total = sum(w.numel() for w in weights.values())
     return {"global": sum(zeros.values()) / total,
             "layers": {n: zeros[n] / w.numel() for n, w in weights.items()}}
+
+
+class SparsityLog(Callback):
+    """A :func:`kdlab.train.fit` callback that records :func:`sparsity` after every
+    epoch: ``values`` holds the global sparsity, ``layers`` the per-layer dicts.
+
+    >>> from kdlab import data, models, prune, train
+    >>> model = models.create("mlp-student")
+    >>> masks = prune.magnitude_prune(model, 0.5)
+    >>> log = prune.SparsityLog()
+    >>> _ = train.fit(model, data.load_digits(), epochs=2, callbacks=[masks.callback(), log], progress=False)
+    >>> [round(v, 2) for v in log.values]
+    [0.5, 0.5]
+    """
+
+    def __init__(self, layers=None):
+        self.selection = layers
+        self.values: list[float] = []
+        self.layers: list[dict] = []
+
+    def on_epoch_end(self, state) -> None:
+        measured = sparsity(state.model, self.selection)
+        self.values.append(measured["global"])
+        self.layers.append(measured["layers"])
