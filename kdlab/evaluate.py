@@ -16,12 +16,31 @@ from torch import nn
 from kdlab import _validate
 
 
+def _quantized_linears(model: nn.Module) -> list:
+    """The quantized Linear layers (``torch.ao.nn.quantized``, dynamic or static): their
+    weights are packed buffers, not parameters, and ``flop_counter`` does not see them."""
+    return [m for m in model.modules()
+            if type(m).__module__.startswith("torch.ao.nn.quantized") and hasattr(m, "_packed_params")
+            and hasattr(m, "in_features")]
+
+
 def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
-    """Number of parameters (every tensor in ``model.parameters()``); with
-    ``nonzero=True`` only the entries that are not exactly zero."""
+    """Number of parameters (every tensor in ``model.parameters()``, plus the packed
+    weights and biases of quantized Linear layers, which are not parameters); with
+    ``nonzero=True`` only the entries that are not exactly zero (for int8 weights:
+    their integer values).
+
+    >>> from kdlab import models, pipeline
+    >>> mlp = models.create("mlp-student")
+    >>> count_parameters(mlp), count_parameters(pipeline.quantize_int8(mlp))
+    (2410, 2410)
+    """
+    tensors = list(model.parameters())
+    for m in _quantized_linears(model):
+        tensors += [t.int_repr() if t.is_quantized else t for t in (m.weight(), m.bias()) if t is not None]
     if nonzero:
-        return sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    return sum(p.numel() for p in model.parameters())
+        return sum(int(torch.count_nonzero(t)) for t in tensors)
+    return sum(t.numel() for t in tensors)
 
 
 def model_size_bytes(model: nn.Module) -> int:
@@ -48,10 +67,23 @@ def flops(model: nn.Module, example_input) -> int:
     """Floating-point operations of one forward pass on ``example_input``, as counted
     by ``torch.utils.flop_counter``: 2 per multiply-add in matrix products and
     convolutions; element-wise work (bias, ReLU, BatchNorm) is not counted.
-    A Linear layer of ``n_in`` to ``n_out`` on a batch of ``b`` costs ``2*b*n_in*n_out``."""
+    A Linear layer of ``n_in`` to ``n_out`` on a batch of ``b`` costs ``2*b*n_in*n_out``.
+
+    ``flop_counter`` does not see quantized kernels (it counts 0 for them); a
+    quantized Linear layer is counted here by the same formula, as the operations
+    it performs, in integers.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     args = _example(example_input)
+    quantized = 0
+
+    def count(module, inputs, output):
+        nonlocal quantized
+        rows = inputs[0].numel() // module.in_features
+        quantized += 2 * rows * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in _quantized_linears(model)]
     was_training = model.training
     model.eval()
     try:
@@ -59,7 +91,9 @@ def flops(model: nn.Module, example_input) -> int:
             model(*args)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops())
+        for h in hooks:
+            h.remove()
+    return int(counter.get_total_flops()) + quantized
 
 
 def macs(model: nn.Module, example_input) -> int:

@@ -119,3 +119,32 @@ def test_mean_std_and_format():
     assert evaluate.format_mean_std([0.9, 0.92]) == "0.9100 ± 0.0141 (n=2)"
     with pytest.raises(ValueError, match="at least one number"):
         evaluate.mean_std([])
+
+
+def test_quantized_models_count_their_packed_weights_and_operations():
+    """flop_counter counts 0 for quantized kernels and the packed int8 weights are not
+    parameters; kdlab.evaluate counts both, so a report of an int8 model does not read 0."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kdlab import models, pipeline
+
+    model = models.create("lenet-300-100")
+    with torch.no_grad():
+        model.layers[0].weight[:, :10] = 0.0  # exact zeros stay zeros in int8 (symmetric, zero point 0)
+    q = pipeline.quantize_int8(model)
+    x = torch.rand(5, 64)
+    assert list(q.parameters()) == []
+    assert evaluate.count_parameters(q) == evaluate.count_parameters(model) == 50_610
+    from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
+
+    qlinears = [m for m in q.modules() if isinstance(m, QuantizedLinear)]
+    assert len(qlinears) == 3
+    int_weights = sum(int(torch.count_nonzero(m.weight().int_repr())) for m in qlinears)
+    biases = sum(int(torch.count_nonzero(m.bias())) for m in qlinears)
+    assert evaluate.count_parameters(q, nonzero=True) == int_weights + biases
+    assert evaluate.count_parameters(q, nonzero=True) <= evaluate.count_parameters(model) - 300 * 10
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        q(x)
+    assert counter.get_total_flops() == 0
+    assert evaluate.flops(q, x) == evaluate.flops(model, x) == 2 * 5 * (64 * 300 + 300 * 100 + 100 * 10)
+    assert not q._forward_hooks and all(not m._forward_hooks for m in q.modules())  # hooks removed
