@@ -124,6 +124,24 @@ def test_pruned_model_saves_and_loads(cnn, tmp_path):
     torch.testing.assert_close(loaded.eval()(X8), small.eval()(X8))
 
 
+def test_round_to_keeps_multiples_of_the_given_width(cnn):
+    # 30% of (32, 64) channels leaves (22, 45); rounded to multiples of 8: (24, 48)
+    small = prune.structured_prune(cnn, 0.3, X8, round_to=8)
+    assert small.features[0][0].out_channels == 24 and small.features[2][0].out_channels == 48
+    assert small.features[2][0].in_channels == 24 and small.classifier.in_features == 48
+    chosen = prune.select_channels(cnn, 0.3, X8, round_to=8)
+    torch.testing.assert_close(small.eval()(X8), zero_removed(cnn, chosen)(X8), rtol=1e-5, atol=1e-5)
+    # never below one multiple, never above the layer: 95% leaves (2, 3) -> (16, 16); 64 channels by 128 -> all
+    tiny = prune.structured_prune(cnn, 0.95, X8, round_to=16)
+    assert (tiny.features[0][0].out_channels, tiny.features[2][0].out_channels) == (16, 16)
+    whole = prune.structured_prune(cnn, 0.5, X8, round_to=128)
+    assert (whole.features[0][0].out_channels, whole.features[2][0].out_channels) == (32, 64)
+    # round_to=1 is the plain rule
+    assert prune.structured_prune(cnn, 0.3, X8, round_to=1).features[0][0].out_channels == 22
+    with pytest.raises(ValueError, match="round_to"):
+        prune.structured_prune(cnn, 0.5, X8, round_to=0)
+
+
 def test_structured_bad_input(cnn):
     with pytest.raises(ValueError, match="every channel"):
         prune.structured_prune(cnn, 1.0, X8)

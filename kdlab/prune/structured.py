@@ -64,12 +64,22 @@ def channel_scores(model: nn.Module, groups: list, *, criterion: str = "l1", dat
     return scores
 
 
+def _kept(channels: int, amount: float, round_to: int) -> int:
+    """Channels kept of ``channels``: what ``amount`` leaves, rounded to the nearest
+    multiple of ``round_to`` (at least ``round_to``, at most ``channels``)."""
+    keep = channels - round(amount * channels)
+    if round_to == 1 or channels <= round_to:
+        return keep if round_to == 1 else channels
+    return min(channels, max(round_to, round_to * round(keep / round_to)))
+
+
 def select_channels(model: nn.Module, amount: float, example_input, *, criterion: str = "l1",
-                    data=None, loss_fn=None, batches: int = 1) -> list:
+                    data=None, loss_fn=None, batches: int = 1, round_to: int = 1) -> list:
     """``[(group, kept channel indices ascending), ...]`` for every prunable group.
 
     Raises ``ValueError`` if ``amount`` would remove every channel of a group."""
     amount = _validate.fraction("amount", amount)
+    round_to = _validate.positive_int("round_to", round_to)
     _validate.choice("criterion", criterion, CRITERIA)
     if criterion == "taylor" and data is None:
         raise ValueError("data is required for criterion='taylor': it needs batches (x, y) for gradients")
@@ -85,7 +95,7 @@ def select_channels(model: nn.Module, amount: float, example_input, *, criterion
                             batches=batches)
     chosen = []
     for g, s in zip(groups, scores):
-        keep = g.channels - round(amount * g.channels)
+        keep = _kept(g.channels, amount, round_to)
         order = torch.sort(s, descending=True, stable=True).indices
         chosen.append((g, order[:keep].sort().values))
     return chosen
@@ -103,12 +113,15 @@ def _slice_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) ->
 
 
 def structured_prune(model: nn.Module, amount: float, example_input, *, criterion: str = "l1",
-                     data=None, loss_fn=None, batches: int = 1) -> nn.Module:
+                     data=None, loss_fn=None, batches: int = 1, round_to: int = 1) -> nn.Module:
     """A new, physically smaller copy of ``model`` with ``round(amount * C)`` channels
     of every prunable group removed (``amount`` in [0, 1), ``criterion`` ``"l1"``,
     ``"l2"`` or ``"taylor"``; ``data``/``loss_fn``/``batches`` feed ``"taylor"``).
 
     ``example_input`` is a batch the model accepts (only its shapes matter).
+    ``round_to``: keep a multiple of this many channels in every group (vectorised
+    CPU kernels and GPU tensor cores prefer multiples of 8 or 16): the multiple
+    nearest to what ``amount`` leaves, at least ``round_to`` and at most all of them.
 
     >>> import torch
     >>> from kdlab import evaluate, models, prune
@@ -118,7 +131,7 @@ def structured_prune(model: nn.Module, amount: float, example_input, *, criterio
     (32, True)
     """
     chosen = select_channels(model, amount, example_input, criterion=criterion, data=data,
-                             loss_fn=loss_fn, batches=batches)
+                             loss_fn=loss_fn, batches=batches, round_to=round_to)
     pruned = copy.deepcopy(model)
     modules = dict(pruned.named_modules())
     with torch.no_grad():
