@@ -504,7 +504,8 @@ class Distiller(Callback):
 
     - ``loss="kd"``: :func:`kd_loss` against the teachers' combined targets
       (:func:`multi_teacher_targets`), hard term over the labelled examples;
-    - ``loss="dkd"``: ``CE(z_s, y) + dkd_loss(z_s, z_t, y, alpha=dkd_alpha, beta=dkd_beta, T)``
+    - ``loss="dkd"``: ``CE(z_s, y) + w_e * dkd_loss(z_s, z_t, y, alpha=dkd_alpha, beta=dkd_beta, T)``
+      with ``w_e = min(1, (e + 1) / dkd_warmup)`` in epoch ``e`` (0-based; 1 without warm-up)
       (``alpha`` is not used; every example needs a label);
     - a callable ``loss(student_logits, teacher_logits, targets, temperature)``;
 
@@ -532,6 +533,8 @@ class Distiller(Callback):
             trained with the student) or ``"attention"`` (attention transfer).
         hint_weight: weight >= 0 of the feature losses.
         dkd_alpha, dkd_beta: DKD's weights.
+        dkd_warmup: epochs over which DKD's term ramps up linearly (Zhao et al. use 20);
+            0 for none.
         cache_teacher: compute the teachers' logits once on in-memory ``(x, y)``
             data (no augmentation), then look them up by index.
 
@@ -545,7 +548,7 @@ class Distiller(Callback):
     def __init__(self, student: nn.Module, teachers, *, loss="kd", temperature=4.0, alpha: float = 0.9,
                  teacher_weights=None, multi_teacher_mode: str = "logits", hints=None,
                  hint_kind: str = "hint", hint_weight: float = 1.0, dkd_alpha: float = 1.0,
-                 dkd_beta: float = 8.0, cache_teacher: bool = False):
+                 dkd_beta: float = 8.0, dkd_warmup: int = 0, cache_teacher: bool = False):
         if not isinstance(student, nn.Module):
             raise TypeError(f"student must be an nn.Module, got {type(student).__name__}")
         self.student = student
@@ -566,6 +569,10 @@ class Distiller(Callback):
                              f"got loss={loss!r}")
         self.dkd_alpha = _validate.positive_float("dkd_alpha", dkd_alpha, allow_zero=True)
         self.dkd_beta = _validate.positive_float("dkd_beta", dkd_beta, allow_zero=True)
+        self.dkd_warmup = _validate.positive_int("dkd_warmup", dkd_warmup, allow_zero=True)
+        if self.dkd_warmup and loss != "dkd":
+            raise ValueError(f"dkd_warmup ramps up DKD's term, so it needs loss='dkd'; got loss={loss!r}")
+        self._dkd_weight = 1.0 if not self.dkd_warmup else 1.0 / self.dkd_warmup
         self.hint_kind = _validate.choice("hint_kind", hint_kind, HINT_KINDS)
         self.hint_weight = _validate.positive_float("hint_weight", hint_weight, allow_zero=True)
         self.hints = self._check_hints(hints)
@@ -624,7 +631,7 @@ class Distiller(Callback):
         elif self.loss == "dkd":
             if y is None:
                 raise ValueError("loss='dkd' needs labelled batches (x, y); got batches without targets")
-            loss = F.cross_entropy(student_logits, y) + dkd_loss(
+            loss = F.cross_entropy(student_logits, y) + self._dkd_weight * dkd_loss(
                 student_logits, teacher_logits, y, alpha=self.dkd_alpha, beta=self.dkd_beta, temperature=T)
         else:
             loss = self.loss(student_logits, teacher_logits, y, T)
@@ -679,6 +686,8 @@ class Distiller(Callback):
 
     def on_epoch_start(self, state: TrainState) -> None:
         self.temperature = _temperature(self.schedule(state.epoch), f"temperature at epoch {state.epoch}")
+        if self.dkd_warmup:
+            self._dkd_weight = min(1.0, (state.epoch + 1) / self.dkd_warmup)
         if self._cache is not None and self._epoch_temperature != self.temperature:
             # Soft targets at this epoch's T, once (again only when T changes): a step
             # only looks its batch up.

@@ -414,6 +414,28 @@ def test_cached_distiller_rebuilds_targets_only_when_the_temperature_changes(mon
     assert built == [6.0, 4.0, 2.0]
 
 
+def test_dkd_warmup_ramps_the_dkd_term_linearly():
+    torch.manual_seed(0)
+    x, y = _toy(n=16)
+    student, teacher = MLP(6, (8,), 3), MLP(6, (16,), 3).eval()
+    d = Distiller(student, teacher, loss="dkd", dkd_warmup=4, temperature=2.0)
+
+    class State:
+        device = torch.device("cpu")
+
+    with torch.no_grad():
+        s, t = student(x), teacher(x)
+        ce, dkd = F.cross_entropy(s, y), dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=2.0)
+        for epoch, weight in [(0, 0.25), (1, 0.5), (3, 1.0), (7, 1.0)]:
+            State.epoch = epoch
+            d.on_epoch_start(State)
+            assert torch.allclose(d.objective(student, (x, y)), ce + weight * dkd)
+    with pytest.raises(ValueError, match="dkd_warmup ramps up DKD's term, so it needs loss='dkd'"):
+        Distiller(student, teacher, dkd_warmup=5)
+    with pytest.raises(ValueError, match="dkd_warmup must be an integer >= 0, got -1"):
+        Distiller(student, teacher, loss="dkd", dkd_warmup=-1)
+
+
 def test_cache_refuses_a_dataloader():
     from kdlab.data import make_loader
 
