@@ -509,7 +509,8 @@ class Distiller(Callback):
       (``alpha`` is not used; every example needs a label);
     - a callable ``loss(student_logits, teacher_logits, targets, temperature)``;
 
-    plus ``hint_weight * sum(hint or attention losses)`` over the ``hints`` pairs.
+    plus ``hint_weight * sum(hint or attention losses)`` over the ``hints`` pairs
+    (by default each hint term divided by its feature size, see ``hint_weight``).
 
     Teachers run in eval mode under ``torch.no_grad``; features for hints are read
     with forward hooks (removed after training), so no model's ``forward`` changes.
@@ -531,7 +532,11 @@ class Distiller(Callback):
         hints: pairs ``(student module name, teacher module name)``; one teacher only.
         hint_kind: ``"hint"`` (FitNets, with a learned regressor when shapes differ,
             trained with the student) or ``"attention"`` (attention transfer).
-        hint_weight: weight >= 0 of the feature losses.
+        hint_weight: weight >= 0 of the feature losses, or ``None`` (the default): each
+            FitNets term divided by the number ``D`` of teacher feature values per
+            example, i.e. half the mean squared error per value, so the term does not
+            grow with the feature map (its sum over a CNN map swamps the KD loss);
+            attention-transfer terms, already normalised, with weight 1.
         dkd_alpha, dkd_beta: DKD's weights.
         dkd_warmup: epochs over which DKD's term ramps up linearly (Zhao et al. use 20);
             0 for none.
@@ -547,7 +552,7 @@ class Distiller(Callback):
 
     def __init__(self, student: nn.Module, teachers, *, loss="kd", temperature=4.0, alpha: float = 0.9,
                  teacher_weights=None, multi_teacher_mode: str = "logits", hints=None,
-                 hint_kind: str = "hint", hint_weight: float = 1.0, dkd_alpha: float = 1.0,
+                 hint_kind: str = "hint", hint_weight: float | None = None, dkd_alpha: float = 1.0,
                  dkd_beta: float = 8.0, dkd_warmup: int = 0, cache_teacher: bool = False):
         if not isinstance(student, nn.Module):
             raise TypeError(f"student must be an nn.Module, got {type(student).__name__}")
@@ -574,7 +579,8 @@ class Distiller(Callback):
             raise ValueError(f"dkd_warmup ramps up DKD's term, so it needs loss='dkd'; got loss={loss!r}")
         self._dkd_weight = 1.0 if not self.dkd_warmup else 1.0 / self.dkd_warmup
         self.hint_kind = _validate.choice("hint_kind", hint_kind, HINT_KINDS)
-        self.hint_weight = _validate.positive_float("hint_weight", hint_weight, allow_zero=True)
+        self.hint_weight = (None if hint_weight is None
+                            else _validate.positive_float("hint_weight", hint_weight, allow_zero=True))
         self.hints = self._check_hints(hints)
         if not isinstance(cache_teacher, bool):
             raise TypeError(f"cache_teacher must be True or False, got {cache_teacher!r}")
@@ -635,19 +641,22 @@ class Distiller(Callback):
                 student_logits, teacher_logits, y, alpha=self.dkd_alpha, beta=self.dkd_beta, temperature=T)
         else:
             loss = self.loss(student_logits, teacher_logits, y, T)
-        if self.hints and self.hint_weight > 0:
-            loss = loss + self.hint_weight * self._feature_loss()
+        if self.hints and self.hint_weight != 0:
+            loss = loss + self._feature_loss()
         return loss
 
     def _feature_loss(self) -> torch.Tensor:
+        """``hint_weight * sum`` of the feature losses; with ``hint_weight=None`` each
+        FitNets term is divided by its number of teacher feature values per example."""
         total = 0.0
         for i, (s_name, t_name) in enumerate(self.hints):
             s, t = self._features[("student", s_name)], self._features[("teacher", t_name)]
             if self.hint_kind == "hint":
-                total = total + hint_loss(s, t, self.regressors[str(i)])
+                term = hint_loss(s, t, self.regressors[str(i)])
+                total = total + (term / t[0].numel() if self.hint_weight is None else term)
             else:
                 total = total + attention_transfer_loss(s, t)
-        return total
+        return total if self.hint_weight is None else self.hint_weight * total
 
     # -- hooks and callbacks ------------------------------------------------
 

@@ -487,6 +487,38 @@ def test_hints_use_hooks_train_the_regressor_and_leave_forward_alone():
     assert type(student).forward is forward_before and "forward" not in vars(student)
 
 
+def test_default_hint_weight_divides_each_hint_by_its_feature_size():
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 8, 8)
+    y = torch.randint(0, 3, (8,))
+    student, teacher = SmallCNN(1, 3, (4, 8)), SmallCNN(1, 3, (8, 16)).eval()
+    hints = [("features.0", "features.0"), ("features.2", "features.2")]
+    by_default = Distiller(student, teacher, hints=hints)
+    raw = Distiller(student, teacher, hints=hints, hint_weight=1.0)
+    without = Distiller(student, teacher, hints=hints, hint_weight=0.0)
+    by_default.fit((x, y), epochs=1, batch_size=8, progress=False)  # builds the regressors
+    raw.regressors = by_default.regressors
+    student.eval()
+
+    def objective(d):
+        d._add_hooks()
+        try:
+            return d.objective(student, (x, y)), dict(d._features)
+        finally:
+            d.remove_hooks()
+
+    with torch.no_grad():
+        kd, _ = objective(without)
+        got_default, feats = objective(by_default)
+        got_raw, _ = objective(raw)
+        terms = [hint_loss(feats[("student", s)], feats[("teacher", t)], by_default.regressors[str(i)])
+                 for i, (s, t) in enumerate(hints)]
+    sizes = [8 * 8 * 8, 16 * 4 * 4]  # teacher channels x spatial size of each hinted block
+    assert torch.allclose(got_default - kd, sum(t / n for t, n in zip(terms, sizes)), rtol=1e-4)
+    assert torch.allclose(got_raw - kd, sum(terms), rtol=1e-4)
+    assert got_raw - kd > 50 * (got_default - kd)
+
+
 def test_attention_hints_on_cnns_and_dkd_train():
     torch.manual_seed(0)
     x = torch.rand(32, 1, 8, 8)
