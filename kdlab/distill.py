@@ -28,9 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kdlab import _validate
+from kdlab.data import UNLABELLED, Split, make_loader  # UNLABELLED re-exported: kdlab.distill.UNLABELLED
 from kdlab.train import Callback, TrainState, as_loader, fit, make_optimizer
-
-from kdlab.data import UNLABELLED  # re-exported: kdlab.distill.UNLABELLED
 
 LOSSES = ("kd", "dkd")
 MULTI_TEACHER_MODES = ("logits", "probs")
@@ -491,8 +490,6 @@ def indexed_loader(x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 64, sh
                    seed: int = 0) -> DataLoader:
     """A loader of ``(x, y, index)`` batches over in-memory tensors, in the same
     order as :func:`kdlab.data.make_loader` with the same seed."""
-    from kdlab.data import make_loader
-
     return make_loader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, with_index=True)
 
 
@@ -620,7 +617,8 @@ class Distiller(Callback):
 
     def objective(self, model: nn.Module, batch: tuple) -> torch.Tensor:
         """``objective(student, batch) -> loss`` for :func:`kdlab.train.fit`; batches
-        are ``(x,)``, ``(x, y)``, or ``(x, y, index)`` when teacher logits are cached."""
+        are ``(x,)``, ``(x, y)``, or, from :meth:`fit` with cached teacher logits,
+        ``(x, KD weights)`` (labelled vanilla KD) or ``(x, y, index)`` (otherwise)."""
         if type(self._epoch_targets) is _CachedKD:  # batches (x, KD weights) from Distiller.fit
             return self._epoch_targets.loss(model(batch[0]), batch[1])
         cached = self._epoch_targets is not None and len(batch) == 3
@@ -745,8 +743,6 @@ class Distiller(Callback):
         after the Distiller's own; ``fit_kwargs`` go to :func:`kdlab.train.fit`
         (``lr``, ``optimizer``, ``batch_size``, ``seed``, ``eval_data``, ...).
         """
-        from kdlab.data import Split
-
         for key in ("objective", "loss_fn"):
             if key in fit_kwargs:
                 raise ValueError(f"{key} is set by the Distiller; do not pass it to Distiller.fit")
@@ -765,8 +761,6 @@ class Distiller(Callback):
             x, y = data
             if self._rows_per_epoch():
                 # (x, KD weights) batches: the weights replace y in the loader every epoch
-                from kdlab.data import make_loader
-
                 loader = make_loader(x, y, batch_size=batch_size, seed=seed)
             else:
                 loader = indexed_loader(x, y, batch_size=batch_size, seed=seed)

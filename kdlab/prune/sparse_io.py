@@ -15,8 +15,9 @@ import io
 import torch
 from torch import nn
 
+from kdlab.prune.masks import _INT_OF_WIDTH
+
 FORMAT = "kdlab-sparse-v1"
-_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
@@ -40,7 +41,7 @@ def encode_sparse(t: torch.Tensor):
     if not t.is_floating_point():
         return t
     # Compare bit patterns, so -0.0 counts as a value and round-trips exactly.
-    mask = t.contiguous().view(_INTS[t.element_size()]) != 0
+    mask = t.contiguous().view(_INT_OF_WIDTH[t.element_size()]) != 0
     values = t[mask]
     if (t.numel() + 7) // 8 + values.numel() * t.element_size() >= t.numel() * t.element_size():
         return t

@@ -68,8 +68,6 @@ def _kept(channels: int, amount: float, round_to: int) -> int:
     """Channels kept of ``channels``: what ``amount`` leaves, rounded to the nearest
     multiple of ``round_to`` (at least ``round_to``, at most ``channels``)."""
     keep = channels - round(amount * channels)
-    if round_to == 1 or channels <= round_to:
-        return keep if round_to == 1 else channels
     return min(channels, max(round_to, round_to * round(keep / round_to)))
 
 
