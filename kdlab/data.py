@@ -30,7 +30,12 @@ cross-entropy averages over the labelled examples)."""
 
 @dataclass
 class Split:
-    """A train/test split held in memory as tensors."""
+    """A train/test split held in memory as tensors, with an optional validation part.
+
+    Anything chosen from data (a pruning budget, T, alpha, the knee of a curve, an
+    epoch count) is chosen on :attr:`val`, which :meth:`with_validation` carves out
+    of the training part; the test part is used once, for the reported number.
+    """
 
     name: str
     x_train: torch.Tensor
@@ -38,6 +43,8 @@ class Split:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: tuple
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +63,41 @@ class Split:
     def test(self) -> tuple:
         return self.x_test, self.y_test
 
+    @property
+    def val(self) -> tuple:
+        """``(x_val, y_val)``: the validation part, held out of :attr:`train`."""
+        if self.x_val is None:
+            raise AttributeError("this split has no validation part; make one with "
+                                 "split.with_validation(fraction), which carves it out of the training part")
+        return self.x_val, self.y_val
+
+    @property
+    def has_val(self) -> bool:
+        return self.x_val is not None
+
+    def with_validation(self, fraction: float = 0.2, *, seed: int = 0) -> "Split":
+        """A copy whose training part has a stratified ``fraction`` moved into :attr:`val`.
+
+        Deterministic in ``seed``; the test part is unchanged. Training on
+        :attr:`train` then never sees the validation examples.
+
+        >>> split = load_digits().with_validation(0.2)
+        >>> len(split.y_train), len(split.y_val), len(split.y_test)
+        (718, 180, 899)
+        """
+        fraction = _validate.fraction("fraction", fraction)
+        if self.x_val is not None:
+            raise ValueError("this split already has a validation part")
+        n_val = round(fraction * len(self.y_train))
+        if not 0 < n_val < len(self.y_train):
+            raise ValueError(f"fraction must leave at least one example in each part; {fraction!r} of "
+                             f"{len(self.y_train)} training examples gives {n_val} for validation")
+        val_idx = _stratified_indices(self.y_train, n_val, seed)
+        keep = torch.ones(len(self.y_train), dtype=torch.bool)
+        keep[val_idx] = False
+        return Split(self.name, self.x_train[keep], self.y_train[keep], self.x_test, self.y_test,
+                     self.classes, self.x_train[val_idx], self.y_train[val_idx])
+
     def loaders(self, batch_size: int = 64, *, seed: int = 0):
         """``(train_loader, test_loader)``; the train loader shuffles with a seeded generator."""
         return (
@@ -73,7 +115,7 @@ class Split:
         if n_test is not None:
             idx = _stratified_indices(y_te, _validate.positive_int("n_test", n_test), seed + 1)
             x_te, y_te = x_te[idx], y_te[idx]
-        return Split(self.name, x_tr, y_tr, x_te, y_te, self.classes)
+        return Split(self.name, x_tr, y_tr, x_te, y_te, self.classes, self.x_val, self.y_val)
 
     def few_labels(self, n_labelled: int, *, seed: int = 0) -> torch.Tensor:
         """The training targets with all but ``n_labelled`` hidden as :data:`UNLABELLED`.
@@ -89,7 +131,8 @@ class Split:
         return hide_labels(self.y_train, _stratified_indices(self.y_train, n_labelled, seed))
 
     def __repr__(self) -> str:
-        return (f"Split({self.name!r}, train={tuple(self.x_train.shape)}, "
+        val = f"val={tuple(self.x_val.shape)}, " if self.x_val is not None else ""
+        return (f"Split({self.name!r}, train={tuple(self.x_train.shape)}, {val}"
                 f"test={tuple(self.x_test.shape)}, classes={self.num_classes})")
 
 

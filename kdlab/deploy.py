@@ -122,6 +122,11 @@ def prune_to_latency(model: nn.Module, example_input, budget_ms: float, *, amoun
     first candidate with ``latency <= budget_ms`` wins: the least pruned model that
     fits. The original model is untouched; fine-tune the winner afterwards.
 
+    The search reads no labels: ``example_input`` only sets the shape being timed.
+    Any accuracy check that decides between candidates belongs on a validation
+    part (``split.val`` of :meth:`kdlab.data.Split.with_validation`), not on the
+    test part that reports the winner.
+
     >>> import torch
     >>> from kdlab import deploy, models
     >>> search = deploy.prune_to_latency(models.create("mlp-teacher"), torch.zeros(64, 64), 1e3)

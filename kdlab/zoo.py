@@ -41,8 +41,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KDLAB_CACHE", Path.home() / ".cache" / "kdlab" / "models"))
 
 
-def _key(preset: str, dataset: str, seed: int, recipe: dict) -> str:
+def _fingerprint(data) -> str:
+    """A short hash of the training part, so a model trained on a validation-carved
+    or subsampled split never answers for one trained on the whole training part."""
+    h = hashlib.sha256()
+    for t in (data.x_train, data.y_train):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _key(preset: str, dataset: str, seed: int, recipe: dict, data) -> str:
     blob = json.dumps({"preset": preset, "dataset": dataset, "seed": seed, "recipe": recipe,
+                       "train": _fingerprint(data),
                        "kdlab": kdlab.__version__, "torch": torch.__version__.split("+")[0],
                        "threads": torch.get_num_threads()}, sort_keys=True)
     return f"{preset}-{dataset}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt"
@@ -54,8 +64,9 @@ def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: i
     returned in eval mode.
 
     ``data`` may pass an already loaded :class:`kdlab.data.Split` of ``dataset``
-    (otherwise it is loaded with the split of seed 0). CNN presets get images,
-    MLP presets flat vectors.
+    (otherwise it is loaded with the split of seed 0); the model is trained on its
+    training part only (a validation part stays held out) and cached under a hash
+    of that part. CNN presets get images, MLP presets flat vectors.
     """
     _validate.choice("preset", preset, PRESETS)
     seed = _validate.positive_int("seed", seed, allow_zero=True)
@@ -65,7 +76,7 @@ def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: i
     flat = preset.startswith(("mlp", "lenet"))
     if data is None:
         data = load_dataset(dataset, flat=flat)
-    path = cache_dir() / _key(preset, dataset, seed, recipe)
+    path = cache_dir() / _key(preset, dataset, seed, recipe, data)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create(preset, input_shape=data.input_shape, num_classes=data.num_classes)

@@ -150,3 +150,36 @@ def test_hide_labels_by_indices_or_mask_and_bad_input():
         data.hide_labels(y, [0, 7])
     with pytest.raises(TypeError, match="keep must be 1-D integer indices or a boolean mask"):
         data.hide_labels(y, torch.tensor([0.5]))
+
+
+def test_with_validation_carves_a_stratified_disjoint_part_out_of_training():
+    split = data.load_digits(seed=0)
+    carved = split.with_validation(0.2, seed=0)
+    assert len(carved.y_train) + len(carved.y_val) == len(split.y_train)
+    assert torch.equal(carved.x_test, split.x_test)
+    # every example of the old training part is in exactly one of the new parts
+    rows = {tuple(r.tolist()) for r in carved.x_train} | {tuple(r.tolist()) for r in carved.x_val}
+    assert len(rows) == len({tuple(r.tolist()) for r in split.x_train})
+    assert not ({tuple(r.tolist()) for r in carved.x_train} & {tuple(r.tolist()) for r in carved.x_val})
+    counts = torch.bincount(carved.y_val, minlength=10)
+    assert counts.min() >= 17 and counts.max() <= 19  # stratified: 180 over ten classes
+    again = split.with_validation(0.2, seed=0)
+    assert torch.equal(again.x_val, carved.x_val)
+    assert not torch.equal(split.with_validation(0.2, seed=1).y_val, carved.y_val)
+    assert carved.subset(n_train=100).val[0] is carved.x_val
+
+
+def test_split_without_validation_says_how_to_make_one():
+    with pytest.raises(AttributeError, match="with_validation"):
+        data.load_digits().val
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5, -0.1, "0.2"])
+def test_with_validation_rejects_bad_fractions(fraction):
+    with pytest.raises((ValueError, TypeError), match="fraction"):
+        data.load_digits().with_validation(fraction)
+
+
+def test_with_validation_refuses_a_second_carve():
+    with pytest.raises(ValueError, match="already has a validation part"):
+        data.load_digits().with_validation(0.2).with_validation(0.2)

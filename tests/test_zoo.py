@@ -26,3 +26,12 @@ def test_damaged_cache_file_is_retrained(tmp_path, monkeypatch):
     path.write_bytes(b"not a checkpoint")
     again = zoo.pretrained("mlp-tiny", epochs=1, data=split)
     assert torch.equal(model.layers[0].weight, again.layers[0].weight)
+
+
+def test_a_model_trained_without_the_validation_part_is_cached_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path))
+    split = data.load_digits()
+    full = zoo.pretrained("mlp-tiny", data=split, epochs=1)
+    carved = zoo.pretrained("mlp-tiny", data=split.with_validation(0.2), epochs=1)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert not torch.equal(full.state_dict()["layers.0.weight"], carved.state_dict()["layers.0.weight"])

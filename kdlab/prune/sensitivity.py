@@ -25,12 +25,17 @@ class SensitivityScan:
 
 def sensitivity_scan(model, data, amounts, layers=None) -> SensitivityScan:
     """Prune each layer alone on a copy of ``model`` by each of ``amounts`` (fractions
-    in [0, 1]) and record the accuracy on ``data`` (``(x, y)``, a Split's test part or
-    a DataLoader). ``layers``: module names or modules, default every Linear/Conv.
+    in [0, 1]) and record the accuracy on ``data`` (``(x, y)`` or a DataLoader).
+    ``layers``: module names or modules, default every Linear/Conv.
+
+    The scan is for choosing budgets, so give it a validation part held out of the
+    model's training (``split.val`` of :meth:`kdlab.data.Split.with_validation`),
+    never the test part that will report the pruned model's accuracy.
 
     >>> from kdlab import data, prune, zoo
-    >>> split = data.load_digits()
-    >>> scan = prune.sensitivity_scan(zoo.pretrained("mlp-student"), split, [0.5, 0.9])
+    >>> split = data.load_digits().with_validation(0.2)
+    >>> model = zoo.pretrained("mlp-student", data=split)
+    >>> scan = prune.sensitivity_scan(model, split.val, [0.5, 0.9])
     >>> sorted(scan.accuracy)
     ['layers.0', 'layers.2']
     """
