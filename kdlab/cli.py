@@ -11,7 +11,17 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for register in _commands():
         register(sub)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # "--" ends kdlab's options: what follows goes unchanged to the command (kdlab lab
+    # hands it to jupyter lab), so it can never be mistaken for a folder name.
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "passthrough", False) or any(not u.startswith("-") for u in unknown):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"kdlab {args.command} takes no arguments after --, got {' '.join(extra)}")
+    args.extra = unknown + extra
     return int(args.run(args) or 0)
 
 

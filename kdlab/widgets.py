@@ -14,15 +14,32 @@ from typing import Callable
 import torch
 
 
-def explore(draw: Callable, **controls):
+def with_text(widget, text: str):
+    """``widget`` with ``text`` as its plain-text form: what a saved notebook shows in
+    place of the widget before its cell runs, instead of the widget's Python repr."""
+    original = widget._repr_mimebundle_
+
+    def bundle(**kwargs):
+        data = original(**kwargs)
+        if isinstance(data, dict) and "text/plain" in data:
+            data["text/plain"] = text
+        return data
+
+    widget._repr_mimebundle_ = bundle
+    return widget
+
+
+def explore(draw: Callable, *, text: str = "An interactive plot: run this cell to use its slider.",
+            **controls):
     """``ipywidgets.interactive(draw, **controls)`` redrawn only when a slider is
-    released; returns the widget (display it, or let it be the cell's value)."""
+    released; returns the widget (display it, or let it be the cell's value).
+    ``text`` is what a saved notebook shows before the cell runs (:func:`with_text`)."""
     import ipywidgets
 
     for name, control in controls.items():
         if isinstance(control, ipywidgets.ValueWidget) and hasattr(control, "continuous_update"):
             control.continuous_update = False
-    return ipywidgets.interactive(draw, **controls)
+    return with_text(ipywidgets.interactive(draw, **controls), text)
 
 
 def entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -55,6 +72,7 @@ def temperature_explorer(logits: torch.Tensor, *, labels=None, t_min: float = 0.
         fig, ax = plt.subplots(figsize=(6, 2.8))
         ax.bar(labels, q.numpy(), color="tab:blue")
         ax.set_ylim(0, 1)
+        ax.set_xlabel("class")
         ax.set_ylabel("probability")
         ax.set_title(f"softmax(z / T), T = {T:.2f}")
         plt.show()
@@ -64,7 +82,7 @@ def temperature_explorer(logits: torch.Tensor, *, labels=None, t_min: float = 0.
 
     slider = ipywidgets.FloatLogSlider(value=value, base=10, min=math.log10(t_min), max=math.log10(t_max),
                                        step=0.05, description="T", readout_format=".2f")
-    return explore(draw, T=slider)
+    return explore(draw, T=slider, text="A temperature slider: run this cell to move T.")
 
 
 def curve_explorer(xs, curves: dict, *, xlabel: str, ylabel: str, description: str | None = None):
@@ -85,6 +103,7 @@ def curve_explorer(xs, curves: dict, *, xlabel: str, ylabel: str, description: s
         ax.axvline(xs[i], color="gray", linestyle="--")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} against {xlabel}")
         ax.legend()
         ax.grid(alpha=0.3)
         plt.show()
@@ -92,4 +111,4 @@ def curve_explorer(xs, curves: dict, *, xlabel: str, ylabel: str, description: s
 
     slider = ipywidgets.SelectionSlider(options=[(f"{x:.4g}", i) for i, x in enumerate(xs)], value=0,
                                         description=description or xlabel)
-    return explore(draw, i=slider)
+    return explore(draw, i=slider, text=f"A slider over {xlabel}: run this cell to move it.")

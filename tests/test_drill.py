@@ -54,35 +54,95 @@ def test_every_lesson_has_an_answer_the_drill_finds():
         assert any(c.id.startswith(number + ".") for c in cards), f"lesson {number} has no follow-up"
 
 
-def test_progress_is_kept_and_mastered_cards_leave_the_queue(tmp_path):
-    cards = drill.cards_from_notebook(_lesson(tmp_path))
+def test_leitner_boxes_space_the_cards_out(tmp_path):
     record = tmp_path / "progress.json"
     progress = drill.Progress(record)
-    progress.mark("05.1", "mastered")
-    progress.mark("05", "again")
-    assert json.loads(record.read_text()) == {"05": "again", "05.1": "mastered"}
-    assert {c.id for c in drill.order(cards, drill.Progress(record), seed=0)} == {"05", "05.2"}
+    progress.start_session()  # session 1
+    assert progress.box("05") == 1 and progress.is_due("05")  # new cards start in box 1
+    progress.record("05", True)
+    assert progress.box("05") == 2 and not progress.is_due("05")
+    again = drill.Progress(record)
+    assert again.box("05") == 2 and again.session == 1
+    again.start_session()  # session 2: box 2 waits two sessions, due at session 3
+    assert not again.is_due("05")
+    again.start_session()
+    assert again.is_due("05")
+    again.record("05", False)
+    assert again.box("05") == 1
+    for _ in range(6):
+        again.record("05.1", True)
+    assert again.box("05.1") == drill.BOXES and again.mastered() == {"05.1"}
     with pytest.raises(ValueError, match="status must be 'mastered' or 'again'"):
-        progress.mark("05", "done")
+        again.mark("05", "done")
+    with pytest.raises(TypeError, match="correct must be True or False"):
+        again.record("05", 1)
+
+
+def test_the_older_record_format_still_reads(tmp_path):
+    record = tmp_path / "progress.json"
+    record.write_text(json.dumps({"05": "again", "05.1": "mastered"}))
+    progress = drill.Progress(record)
+    assert (progress.box("05"), progress.box("05.1")) == (1, drill.BOXES)
+    assert progress.mastered() == {"05.1"}
+
+
+def test_a_missed_card_returns_in_the_same_session(tmp_path):
+    cards = drill.cards_from_notebook(_lesson(tmp_path))
+    session = drill.Session(cards, drill.Progress(tmp_path / "p.json"), seed=0, again_after=1)
+    assert session.left == 3
+    first = session.current
+    session.answer(False)
+    assert session.left == 3 and session.queue[1] is first
+    while session.current is not None:
+        session.answer(True)
+    assert session.answered == 4
+    assert "nothing left for today" in session.status()
+    # the next session asks only what is due: box 2 cards wait two sessions
+    assert drill.Session(cards, drill.Progress(tmp_path / "p.json")).left == 0
+
+
+def test_interview_mode_asks_the_main_question_then_its_followups(tmp_path):
+    cards = drill.cards_from_notebook(_lesson(tmp_path)) + drill.cards_from_notebook(
+        _lesson(tmp_path, name="07_y.ipynb"))
+    cards = [drill.Card(c.id if c.lesson.startswith("05") else c.id.replace("05", "07"), c.lesson,
+                        c.question, c.answer, c.original) for c in cards]
+    queue = drill.order(cards, drill.Progress(tmp_path / "p.json"), seed=3, mode="interview")
+    ids = [c.id for c in queue]
+    assert sorted(ids[:3]) == ids[:3] and sorted(ids[3:]) == ids[3:]
+    assert {ids[0], ids[3]} == {"05", "07"}
+    with pytest.raises(ValueError, match="mode must be one of"):
+        drill.order(cards, drill.Progress(tmp_path / "p.json"), mode="exam")
+
+
+def test_export_writes_every_card_as_markdown(tmp_path):
+    cards = drill.load_cards(LESSONS)
+    path = drill.export(tmp_path / "cards.md", cards)
+    text = path.read_text(encoding="utf-8")
+    for card in cards:
+        assert card.question in text
+    assert text.count("\n## ") == 20
 
 
 def test_damaged_record_is_set_aside(tmp_path):
     record = tmp_path / "progress.json"
     record.write_text("{not json")
-    assert drill.Progress(record).marks == {}
+    assert drill.Progress(record).cards == {}
     assert (tmp_path / "progress.damaged.json").read_text() == "{not json"
 
 
-def test_widget_records_a_mastered_card(tmp_path):
+def test_widget_records_answers_and_counts_down(tmp_path):
     cards = drill.cards_from_notebook(_lesson(tmp_path))
     record = tmp_path / "p.json"
     box = drill.drill(cards, progress_path=record, seed=1)
-    show, mastered, again = box.children[2].children
-    assert mastered.disabled
+    header = box.children[0]
+    show, got, again = box.children[2].children
+    assert got.disabled and "3 left in this session" in header.value
     show.click()
-    mastered.click()
-    assert list(json.loads(record.read_text()).values()) == ["mastered"]
-    again.disabled = False
+    got.click()
+    assert "2 left in this session" in header.value
     show.click()
     again.click()
-    assert sorted(json.loads(record.read_text()).values()) == ["again", "mastered"]
+    assert "2 left in this session" in header.value  # the missed card comes back
+    boxes = sorted(c["box"] for c in json.loads(record.read_text())["cards"].values())
+    assert boxes == [1, 2]
+    assert box._repr_mimebundle_()["text/plain"].startswith("The interview drill: run this cell")

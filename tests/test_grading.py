@@ -327,3 +327,30 @@ def test_answers_are_read_without_running_code_from_the_notebook(tmp_path, capsy
     torch.save(("missing",), answers)
     assert "defines no `accuracy`" in grader._judge(item, cases, answers, []).message
     assert grader._judge(item, cases, tmp_path / "none", []).message.startswith("could not read")
+
+
+@pytest.mark.parametrize("got, expected, says", [
+    (torch.tensor([0.2, 0.6]), torch.tensor([0.25, 0.75]), "should sum to 1; yours sum to 0.8"),
+    (torch.ones(2, 3), torch.ones(3, 2), "is transposed"),
+    (torch.ones(4), torch.ones(3), "shape (4,); it should have shape (3,)"),
+    (torch.tensor([1.0, float("nan")]), torch.ones(2), "contains NaN (1 of 2 entries)"),
+    (-torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]), "opposite sign"),
+    (4 * torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]), "constant factor of 4"),
+    (torch.tensor([1.5, 2.5]), torch.tensor([1.0, 2.0]), "off by a constant +0.5"),
+    (torch.tensor([True, True, False, True]), torch.tensor([True, False, False, True]),
+     "keeps 3 of 4 entries (removes 1); it should remove 2"),
+    (torch.tensor([True, False]), torch.tensor([False, True]), "not the right ones"),
+    ([1.0], torch.ones(1), "returns a list; it should return a torch.float32 tensor"),
+    (2.0, 0.5, "constant factor of 4"),
+])
+def test_diagnose_names_the_mistake_without_the_answer(got, expected, says):
+    message = registry.diagnose(got, expected)
+    assert says in message
+    if isinstance(expected, torch.Tensor) and expected.is_floating_point():
+        for value in expected.flatten().tolist():
+            if value not in (1.0, 2.0, 0.0):  # values the message could state for another reason
+                assert f"{value:.4g}" not in message
+
+
+def test_diagnose_returns_none_when_nothing_fits():
+    assert registry.diagnose(torch.tensor([3.0, -1.0]), torch.tensor([1.0, 2.0])) is None

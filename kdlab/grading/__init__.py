@@ -51,8 +51,15 @@ Adding a graded item to lesson NN
    are the item's. Then run ``kdlab build-exercises``, execute the solution
    (``scripts/execute_notebooks.py``) and run the tests.
 """
-from kdlab.grading.registry import (ChoiceItem, FunctionItem, Item, NumberItem, SetItem, Verdict,
-                                    all_items, check, get, lesson_items)
-
 __all__ = ["check", "get", "all_items", "lesson_items", "Item", "FunctionItem", "NumberItem",
            "ChoiceItem", "SetItem", "Verdict"]
+
+
+def __getattr__(name):
+    # Imported on first use, so that ``kdlab --help`` and ``kdlab grade`` start without
+    # loading torch and every graded item.
+    if name in __all__:
+        from kdlab.grading import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'kdlab.grading' has no attribute {name!r}")

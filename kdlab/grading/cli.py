@@ -1,6 +1,7 @@
 """``kdlab build-exercises`` and ``kdlab grade``."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -60,5 +61,6 @@ def run_grade(args) -> int:
     if args.feedback:
         grader.write_feedback(results, args.feedback)
     print(grader.summary(results, time.perf_counter() - start))
-    print(f"gradebook: {args.out}" + (f"; feedback: {args.feedback}/" if args.feedback else ""))
+    feedback = f"; feedback: {os.path.join(args.feedback, '')}" if args.feedback else ""
+    print(f"gradebook: {args.out}{feedback}")
     return 0

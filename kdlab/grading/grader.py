@@ -132,14 +132,26 @@ def _logger() -> logging.Logger:
     return log
 
 
+def cell_label(nb, index: int) -> str:
+    """A cell as JupyterLab shows it: "code cell N" counted from 1 over code cells only,
+    with its nbgrader ``grade_id`` when it has one."""
+    n = sum(1 for c in nb.cells[:index + 1] if c.cell_type == "code")
+    grade_id = nb.cells[index].get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"code cell {n}" + (f" ({grade_id})" if grade_id else "")
+
+
+def _raised(where: str, ename: str, evalue: str) -> str:
+    evalue = evalue.strip()[:120]
+    return f"{where} raised {ename}" + (f": {evalue}" if evalue else "")
+
+
 def _missing_reason(name: str, errors: list) -> str:
     if any(e[1] == "NotImplementedError" for e in errors):
         return registry.NOT_IMPLEMENTED
     # a cell that uses the missing name fails too; that says nothing new
     errors = [e for e in errors if not (e[1] == "NameError" and f"'{name}'" in e[2])]
     if errors:
-        index, ename, evalue = errors[0]
-        return f"{name} is not defined (cell {index} raised {ename}: {evalue[:120]})"
+        return f"{name} is not defined ({_raised(*errors[0])})"
     return f"{name} is not defined: the notebook defines no `{name}`"
 
 
@@ -171,7 +183,7 @@ async def _run(path: Path, result: Result, items: list, timeout: float, root: Pa
     def on_executed(cell, cell_index, execute_reply):
         content = execute_reply.get("content", {})
         if content.get("status") == "error" and cell_index < n_cells:  # not the grader's cells
-            errors.append((cell_index, str(content.get("ename")), str(content.get("evalue"))))
+            errors.append((cell_label(nb, cell_index), str(content.get("ename")), str(content.get("evalue"))))
 
     client = _client_class()(
         nb, kernel_name="python3", allow_errors=True, startup_timeout=60, log=_logger(),
@@ -205,7 +217,7 @@ async def _run(path: Path, result: Result, items: list, timeout: float, root: Pa
             result.status, result.reason = "timeout", f"timeout: {phase} took over {timeout:g} s"
         except DeadKernelError:
             result.status, result.reason = "error", f"the kernel died while {phase}"
-    result.notes = [f"cell {i} raised {e}: {v[:120]}" for i, e, v in errors]
+    result.notes = [_raised(*e) for e in errors]
 
 
 def _judge(item, cases, answers_path: Path, errors: list):

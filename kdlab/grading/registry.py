@@ -194,10 +194,87 @@ class FunctionItem(Item):
                 if close(got, variant(*args), self.rtol, self.atol):
                     return hint
             hint = self.explain(got, args) if self.explain else None
+            if hint:
+                return hint
             where = self.describe(args) if self.describe else f"random case {index + 1}"
-            return hint or (f"wrong result on {where}; compare your function with the "
-                            f"definition above, step by step")
+            found = diagnose(got, expected, self.rtol, self.atol)
+            return (f"wrong result on {where}: {found}" if found else
+                    f"wrong result on {where}; compare your function with the definition above, "
+                    f"step by step")
         return None
+
+
+def _describe_type(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def diagnose(got, expected, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
+    """What is wrong with ``got``, described without giving ``expected`` away.
+
+    The diagnoses every function item shares: wrong type or shape, NaN or infinity,
+    rows that should sum to 1 and do not, a mask that keeps too many or too few
+    entries, the right values with the sign flipped, transposed, off by a constant
+    factor or by a constant offset. ``None`` when none of them fits.
+
+    >>> import torch
+    >>> diagnose(torch.tensor([0.2, 0.6]), torch.tensor([0.25, 0.75]))
+    'the entries along the last dimension should sum to 1; yours sum to 0.8'
+    >>> diagnose(-torch.ones(3), torch.ones(3))
+    'the right size, the opposite sign: check the sign of each term'
+    """
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        expected = torch.tensor(float(expected))
+        if isinstance(got, (int, float)) and not isinstance(got, bool):
+            got = torch.tensor(float(got))
+        elif isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.reshape(())
+    if not isinstance(expected, torch.Tensor):
+        if type(got) is not type(expected) and not (isinstance(expected, (list, tuple))
+                                                    and isinstance(got, (list, tuple))):
+            return f"your function returns {_describe_type(got)}; it should return {_describe_type(expected)}"
+        if isinstance(expected, (list, tuple)) and len(got) != len(expected):
+            return f"your result has {len(got)} entries; it should have {len(expected)}"
+        return None
+    if not isinstance(got, torch.Tensor):
+        return f"your function returns {_describe_type(got)}; it should return {_describe_type(expected)}"
+    if got.shape != expected.shape:
+        if got.ndim == 2 and got.shape == expected.shape[::-1] and expected.ndim == 2 and close(got.T, expected, rtol, atol):
+            return f"your result is transposed: shape {tuple(got.shape)}, it should be {tuple(expected.shape)}"
+        return f"your result has shape {tuple(got.shape)}; it should have shape {tuple(expected.shape)}"
+    if got.is_floating_point():
+        if torch.isnan(got).any():
+            return f"your result contains NaN ({int(torch.isnan(got).sum())} of {got.numel()} entries)"
+        if torch.isinf(got).any() and not torch.isinf(expected).any():
+            return f"your result contains infinity ({int(torch.isinf(got).sum())} of {got.numel()} entries)"
+    if expected.dtype == torch.bool or (not expected.is_floating_point() and
+                                        set(expected.unique().tolist()) <= {0, 1}):
+        kept_got, kept_exp = int((got != 0).sum()), int((expected != 0).sum())
+        if kept_got != kept_exp:
+            return (f"your mask keeps {kept_got} of {got.numel()} entries (removes "
+                    f"{got.numel() - kept_got}); it should remove {got.numel() - kept_exp}")
+        return "your mask keeps the right number of entries, but not the right ones"
+    if not expected.is_floating_point():
+        return None
+    g, e = got.double(), expected.double()
+    if e.ndim >= 1 and e.shape[-1] > 1 and (e >= 0).all() and torch.allclose(e.sum(-1), torch.ones(()).double(), atol=1e-4):
+        sums = g.sum(-1)
+        if not torch.allclose(sums, torch.ones(()).double(), atol=1e-4):
+            lo, hi = float(sums.min()), float(sums.max())
+            span = f"{lo:.3g}" if math.isclose(lo, hi, rel_tol=1e-3) else f"{lo:.3g} to {hi:.3g}"
+            return f"the entries along the last dimension should sum to 1; yours sum to {span}"
+    if close(-g, e, rtol, atol):
+        return "the right size, the opposite sign: check the sign of each term"
+    denom = float((e * e).sum())
+    if denom > 0:
+        factor = float((g * e).sum()) / denom
+        if factor != 0 and not math.isclose(factor, 1.0, rel_tol=1e-4) and close(g, factor * e, 1e-4, 1e-6):
+            return f"your result is off by a constant factor of {factor:.4g}: check the scaling of each term"
+    offset = float((g - e).mean())
+    if offset != 0 and close(g, e + offset, 1e-4, 1e-6):
+        return f"your result is off by a constant {offset:+.4g}: check what is added or subtracted"
+    return None
 
 
 class NumberItem(Item):
