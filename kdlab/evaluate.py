@@ -152,6 +152,69 @@ def latency(model: nn.Module, example_input, *, warmup: int = 10, repeats: int =
                                              repeats=repeats, threads=threads))
 
 
+def latency_interleaved(models: dict, example_input, *, rounds: int = 10, repeats: int = 5,
+                        warmup: int = 10, threads: int = 1, min_block_ms: float = 1.0) -> dict:
+    """Latency samples of several models taken in interleaved rounds: ``{name: [ms, ...]}``.
+
+    Each round takes ``repeats`` samples of every model in turn (see
+    :func:`latency_samples`; the ``warmup`` passes run in the first round only), so load
+    from other processes that comes and goes falls on all the models alike instead of
+    on whichever was being timed. Other load only ever adds time: ``min(samples)`` is the
+    least disturbed figure, and ratios of the minima are what survives a busy machine.
+
+    >>> from kdlab import models
+    >>> mlp = models.create("mlp-student")
+    >>> out = latency_interleaved({"a": mlp, "b": mlp}, torch.zeros(1, 64), rounds=2, repeats=3)
+    >>> sorted(out), [len(v) for v in out.values()]
+    (['a', 'b'], [6, 6])
+    """
+    if not isinstance(models, dict) or not models:
+        raise ValueError(f"models must be a non-empty dict of name -> model, got {models!r}")
+    rounds = _validate.positive_int("rounds", rounds)
+    repeats = _validate.positive_int("repeats", repeats)
+    warmup = _validate.positive_int("warmup", warmup, allow_zero=True)
+    samples = {name: [] for name in models}
+    for r in range(rounds):
+        for name, model in models.items():
+            samples[name] += latency_samples(model, example_input, warmup=warmup if r == 0 else 0,
+                                             repeats=repeats, threads=threads, min_block_ms=min_block_ms)
+    return samples
+
+
+def mcnemar_exact(correct_a, correct_b) -> dict:
+    """McNemar's exact test of two classifiers scored on the same examples.
+
+    ``correct_a`` and ``correct_b`` are boolean tensors (or sequences), one entry per test
+    example: was model A (B) right on it? Only the discordant examples carry evidence:
+    ``a_only`` (A right, B wrong) and ``b_only`` (B right, A wrong). If the two models are
+    equally accurate, each discordant example is a fair coin, so ``a_only`` follows
+    Binomial(a_only + b_only, 1/2); the two-sided p-value doubles the smaller tail (capped
+    at 1). Returns ``{"n", "a_only", "b_only", "difference", "p_value"}`` with
+    ``difference`` = accuracy of A minus accuracy of B.
+
+    A paired test is the right one for two models on one test set: dividing a difference
+    of accuracies by the standard error of one accuracy ignores that both models get the
+    same easy and hard examples.
+
+    >>> r = mcnemar_exact([True, True, True, False], [True, False, False, False])
+    >>> r["a_only"], r["b_only"], r["p_value"]
+    (2, 0, 0.5)
+    """
+    import math
+
+    a = torch.as_tensor(correct_a).bool().flatten()
+    b = torch.as_tensor(correct_b).bool().flatten()
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"correct_a and correct_b must be non-empty and of the same length, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    m = a_only + b_only
+    tail = sum(math.comb(m, k) for k in range(min(a_only, b_only) + 1))
+    p_value = min(1.0, 2 * tail / 2 ** m)
+    return {"n": a.numel(), "a_only": a_only, "b_only": b_only,
+            "difference": (a_only - b_only) / a.numel(), "p_value": p_value}
+
+
 def classification_metrics(y_true, y_pred, num_classes: int | None = None) -> dict:
     """Accuracy and macro-averaged precision, recall and F1.
 

@@ -148,3 +148,40 @@ def test_quantized_models_count_their_packed_weights_and_operations():
     assert counter.get_total_flops() == 0
     assert evaluate.flops(q, x) == evaluate.flops(model, x) == 2 * 5 * (64 * 300 + 300 * 100 + 100 * 10)
     assert not q._forward_hooks and all(not m._forward_hooks for m in q.modules())  # hooks removed
+
+
+def test_mcnemar_exact_matches_an_independent_binomial_test():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        n = int(torch.randint(1, 300, (1,), generator=gen))
+        a = torch.rand(n, generator=gen) < 0.8
+        b = torch.where(torch.rand(n, generator=gen) < 0.9, a, ~a)
+        r = evaluate.mcnemar_exact(a, b)
+        a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+        assert (r["a_only"], r["b_only"], r["n"]) == (a_only, b_only, n)
+        assert r["difference"] == pytest.approx((a.float().mean() - b.float().mean()).item())
+        expected = 1.0 if a_only + b_only == 0 else scipy_stats.binomtest(a_only, a_only + b_only, 0.5).pvalue
+        assert r["p_value"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_mcnemar_exact_hand_values_and_validation():
+    # 5 discordant pairs all one way: 2 * (1/2)^5
+    assert evaluate.mcnemar_exact([1] * 5 + [0] * 3, [0] * 8)["p_value"] == pytest.approx(0.0625)
+    # 1 against 9: 2 * (1 + 10) / 1024
+    r = evaluate.mcnemar_exact([1] * 9 + [0] + [1] * 50, [0] * 9 + [1] + [1] * 50)
+    assert (r["a_only"], r["b_only"]) == (9, 1) and r["p_value"] == pytest.approx(22 / 1024)
+    assert evaluate.mcnemar_exact([1, 0, 1], [1, 0, 1])["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        evaluate.mcnemar_exact([1, 0], [1, 0, 1])
+
+
+def test_latency_interleaved_alternates_models(monkeypatch):
+    order = []
+    monkeypatch.setattr(evaluate, "latency_samples",
+                        lambda model, x, **k: order.append((model, k["warmup"])) or [1.0] * k["repeats"])
+    out = evaluate.latency_interleaved({"a": "A", "b": "B"}, torch.zeros(1), rounds=3, repeats=2, warmup=4)
+    assert out == {"a": [1.0] * 6, "b": [1.0] * 6}
+    assert order == [("A", 4), ("B", 4), ("A", 0), ("B", 0), ("A", 0), ("B", 0)]
+    with pytest.raises(ValueError):
+        evaluate.latency_interleaved({}, torch.zeros(1))
