@@ -1,7 +1,9 @@
 """Tests for kdlab.grading: the registry and check, build-exercises, and the grader."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import hashlib
 import json
 import re
@@ -41,7 +43,7 @@ def test_unknown_item_names_the_closest_ids():
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 @pytest.mark.parametrize("item", FUNCTION_ITEMS, ids=lambda i: i.id)
 def test_reference_passes_and_every_usual_mistake_gets_its_hint(item, capsys):
-    assert check(item.id, item.reference) is True
+    assert bool(check(item.id, item.reference)) is True
     assert capsys.readouterr().out == f"✓ {item.id}: passed {item.n_cases} random cases\n"
     from kdlab.grading._harness import collect
 
@@ -70,10 +72,10 @@ def test_check_reports_not_implemented_errors_and_wrong_kinds(capsys):
     def broken(y_true, y_pred):
         raise KeyError("labels")
 
-    assert check("00.accuracy", not_done) is False
-    assert check("00.accuracy", broken) is False
-    assert check("00.accuracy", 0.5) is False
-    assert check("00.tiny_accuracy", not_done) is False
+    assert bool(check("00.accuracy", not_done)) is False
+    assert bool(check("00.accuracy", broken)) is False
+    assert bool(check("00.accuracy", 0.5)) is False
+    assert bool(check("00.tiny_accuracy", not_done)) is False
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"✗ 00.accuracy: {registry.NOT_IMPLEMENTED}"
     assert out[1].startswith("✗ 00.accuracy: your code raised KeyError: 'labels'")
@@ -95,11 +97,11 @@ def test_check_draws_fresh_cases_without_touching_the_learners_random_state():
 
 def test_numeric_and_choice_hints_never_show_the_answer(capsys):
     target = registry.get("00.tiny_accuracy").target()
-    assert check("00.tiny_accuracy", target + 0.3) is True
-    assert check("00.tiny_accuracy", target / 100) is False
-    assert check("00.tiny_accuracy", 100 - target) is False
-    assert check("00.tiny_accuracy", float("nan")) is False
-    assert check("00.imbalance_metric", "accuracy") is False
+    assert bool(check("00.tiny_accuracy", target + 0.3)) is True
+    assert bool(check("00.tiny_accuracy", target / 100)) is False
+    assert bool(check("00.tiny_accuracy", 100 - target)) is False
+    assert bool(check("00.tiny_accuracy", float("nan"))) is False
+    assert bool(check("00.imbalance_metric", "accuracy")) is False
     out = capsys.readouterr().out
     assert "not a fraction" in out and "error rate" in out and "finite number" in out
     assert f"{target:.1f}" not in out and f"{target:.2f}" not in out
@@ -354,3 +356,15 @@ def test_diagnose_names_the_mistake_without_the_answer(got, expected, says):
 
 def test_diagnose_returns_none_when_nothing_fits():
     assert registry.diagnose(torch.tensor([3.0, -1.0]), torch.tensor([1.0, 2.0])) is None
+
+
+def test_a_check_cell_shows_only_its_verdict_line():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("from kdlab.grading import check")
+    with io.StringIO() as out, contextlib.redirect_stdout(out):
+        result = shell.run_cell('check("00.imbalance_metric", "accuracy")')
+        printed = out.getvalue()
+    assert printed.strip().startswith("✗ 00.imbalance_metric") and "False" not in printed
+    assert not result.result  # falsy: the hidden tests' `assert check(...)` still fails it

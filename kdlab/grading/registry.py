@@ -419,9 +419,33 @@ def by_grade_id(grade_id: str) -> Item | None:
     return next((i for i in all_items().values() if i.grade_id == grade_id), None)
 
 
-def check(item_id: str, answer) -> bool:
+class Checked:
+    """What :func:`check` returns: true when the item passed. A notebook shows nothing
+    for it (the verdict line is already printed), so a check cell reads as its verdict."""
+
+    __slots__ = ("verdict",)
+
+    def __init__(self, verdict: Verdict):
+        self.verdict = verdict
+
+    def __bool__(self) -> bool:
+        return self.verdict.passed
+
+    def __eq__(self, other):
+        return bool(self) == other if isinstance(other, bool) else NotImplemented
+
+    __hash__ = None
+
+    def _ipython_display_(self):
+        pass
+
+    def __repr__(self) -> str:
+        return f"Checked({self.verdict.line!r})"
+
+
+def check(item_id: str, answer) -> Checked:
     """Check ``answer`` for item ``item_id`` now, print the verdict and return whether
-    it passed.
+    it passed (a :class:`Checked`, true when it did; a notebook displays nothing for it).
 
     A function is compared with kdlab's reference on fresh random inputs (new
     ones on every call); a value is compared with the expected answer. The
@@ -431,8 +455,9 @@ def check(item_id: str, answer) -> bool:
         ...     if y_pred.ndim == 2:  # logits or probabilities
         ...         y_pred = y_pred.argmax(1)
         ...     return (y_true == y_pred).float().mean().item()
-        >>> check("00.accuracy", accuracy)
+        >>> passed = check("00.accuracy", accuracy)
         ✓ 00.accuracy: passed 20 random cases
+        >>> bool(passed)
         True
     """
     from kdlab.grading._harness import collect
@@ -446,4 +471,4 @@ def check(item_id: str, answer) -> bool:
         cases = item.cases(secrets.randbits(62))
         verdict = item.judge(cases, collect(answer, item.kind, cases))
     print(verdict.line)
-    return verdict.passed
+    return Checked(verdict)
