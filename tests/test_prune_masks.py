@@ -173,13 +173,26 @@ def test_iterative_and_one_shot_values():
     assert prune.OneShot(0.4).sparsity_at(1000) == 0.4
 
 
+def test_iterative_geometric_removes_the_same_fraction_of_survivors_each_round():
+    it = prune.Iterative(0.97, 4, every=10, start=5, geometric=True)
+    values = [it.sparsity_at(t) for t in (0, 5, 15, 25, 35, 1000)]
+    assert values[0] == 0 and values[-2] == pytest.approx(0.97) and values[-1] == pytest.approx(0.97)
+    kept = [1 - s for s in values[1:5]]
+    removed = [1 - kept[0]] + [1 - b / a for a, b in zip(kept, kept[1:])]
+    assert removed == pytest.approx([1 - 0.03 ** 0.25] * 4)
+    assert prune.Iterative(0.97, 4, every=10).sparsity_at(35) == pytest.approx(0.97)  # default unchanged
+    with pytest.raises(TypeError, match="geometric"):
+        prune.Iterative(0.9, 3, every=10, geometric="yes")
+
+
 @pytest.mark.parametrize("schedule", [
     lambda: prune.AGP(0.0, 0.8, start=0, end=40, frequency=5),
     lambda: prune.Iterative(0.8, 4, every=10),
+    lambda: prune.Iterative(0.8, 4, every=10, geometric=True),
     lambda: prune.AGP(0.0, 0.8, start=0, end=40, frequency=5,
                       prune_fn=lambda m, a, previous: prune.random_prune(m, a, seed=0, scope="layer",
                                                                          previous=previous)),
-], ids=["agp-magnitude", "iterative", "agp-random-layer"])
+], ids=["agp-magnitude", "iterative", "iterative-geometric", "agp-random-layer"])
 def test_schedules_drive_fit_and_never_revive_weights(lenet, split, schedule):
     schedule = schedule()
     seen = []

@@ -7,8 +7,10 @@ per layer, random, taylor, snip...), otherwise it re-applies the current masks
 so the pruned weights stay exactly zero. ``previous`` keeps pruned weights pruned.
 
 - :class:`OneShot`:   s_t = s for every t (prune once, then fine-tune).
-- :class:`Iterative`: s_t = s_f * min(n, floor((t - t0) / every) + 1) / n for t >= t0,
-  n equal steps (Han et al.'s prune-retrain cycles).
+- :class:`Iterative`: k = min(n, floor((t - t0) / every) + 1) rounds done at t >= t0;
+  s_t = s_f * k / n (n equal increments of the total), or with ``geometric=True``
+  s_t = 1 - (1 - s_f)^(k / n) (every round removes the same fraction of the weights
+  that survived the previous one, as in lottery-ticket iterative magnitude pruning).
 - :class:`AGP`:       s_t = s_f + (s_i - s_f) * (1 - (t_q - t0) / (t1 - t0))^3 for
   t0 <= t < t1, with t_q = t0 + floor((t - t0) / dt) * dt, 0 before t0 and s_f from
   t1 on (Zhu & Gupta 2017, gradual pruning every dt steps).
@@ -74,21 +76,38 @@ class OneShot(Schedule):
 
 
 class Iterative(Schedule):
-    """Reach ``final`` sparsity in ``n_steps`` equal increments, one every ``every``
-    optimizer steps from step ``start`` on (the first increment at ``start``)."""
+    """Reach ``final`` sparsity in ``n_steps`` rounds, one every ``every`` optimizer
+    steps from step ``start`` on (the first round at ``start``).
+
+    By default the rounds are equal increments of the total, ``final / n_steps``
+    each, so the last round removes a large share of what is left (from 0.73 to
+    0.97 in 4 rounds: 89% of the survivors). With ``geometric=True`` every round
+    removes the same fraction ``1 - (1 - final)^(1 / n_steps)`` of the surviving
+    weights: after k rounds the sparsity is ``1 - (1 - final)^(k / n_steps)``.
+
+    >>> [round(Iterative(0.97, 4, every=10).sparsity_at(t), 4) for t in (0, 10, 20, 30)]
+    [0.2425, 0.485, 0.7275, 0.97]
+    >>> [round(Iterative(0.97, 4, every=10, geometric=True).sparsity_at(t), 4) for t in (0, 10, 20, 30)]
+    [0.5838, 0.8268, 0.9279, 0.97]
+    """
 
     def __init__(self, final: float, n_steps: int, every: int, *, start: int = 0,
-                 prune_fn: Callable | None = None):
+                 prune_fn: Callable | None = None, geometric: bool = False):
         super().__init__(prune_fn)
         self.final = _validate.fraction("final", final)
         self.n_steps = _validate.positive_int("n_steps", n_steps)
         self.every = _validate.positive_int("every", every)
         self.start = _validate.positive_int("start", start, allow_zero=True)
+        if not isinstance(geometric, bool):
+            raise TypeError(f"geometric must be True or False, got {geometric!r}")
+        self.geometric = geometric
 
     def sparsity_at(self, step: int) -> float:
         if step < self.start:
             return 0.0
         done = min(self.n_steps, (step - self.start) // self.every + 1)
+        if self.geometric:
+            return 1.0 - (1.0 - self.final) ** (done / self.n_steps)
         return self.final * done / self.n_steps
 
 
