@@ -1,24 +1,28 @@
-"""JupyterLab in a real browser: lesson 02 runs, its temperature slider renders and responds.
+"""The first hour in a real browser: `kdlab lab`, lesson 00, a lesson, an exercise.
 
-Starts JupyterLab on a loopback port with a token, drives Debian's Chromium with
-Playwright, and shuts everything down again. Skipped only where no Chromium is
+Starts the course the way a learner does (``kdlab lab DIR --no-browser --port P``),
+opens lesson 00 from the address it prints, runs lesson 02 and moves its
+temperature slider, answers an exercise wrong and then right, and stops
+``kdlab lab`` with Ctrl-C, which must leave no JupyterLab or kernel process behind.
+Drives Debian's Chromium with Playwright. Skipped only where no Chromium is
 installed and this is not CI (CI installs it and must run this test).
 """
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
 
 LESSON = Path(__file__).resolve().parents[1] / "lessons" / "02_soft_targets.ipynb"
+EXERCISE = "exercises/00_start_here.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = pytest.mark.browser
@@ -32,28 +36,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_ready(url: str, proc, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout} s")
-
-
 @pytest.fixture
-def lab(tmp_path):
+def course(tmp_path):
     import psutil
 
-    work = tmp_path / "course"
-    work.mkdir()
-    shutil.copy(LESSON, work / LESSON.name)
-    port, token = _free_port(), secrets.token_hex(16)
     # JupyterLab 4 renders only the visible cells by default; render them all so every
     # output can be checked
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
@@ -62,36 +48,87 @@ def lab(tmp_path):
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "KDLAB_PROGRESS": "0"}
+    port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={work}", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyter.log", "wb"))
-    base = f"http://127.0.0.1:{port}"
-    spawned = []
+        [sys.executable, "-m", "kdlab.cli", "lab", str(tmp_path / "course"), "--no-browser", "--port", str(port),
+         "--", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / "jupyter.log", "wb"), text=True)
+    tree = []
     try:
-        _wait_ready(f"{base}/api/status?token={token}", proc)
-        yield {"base": base, "token": token, "dir": tmp_path, "proc": proc, "spawned": spawned}
+        url, deadline = None, time.time() + 120
+        while url is None and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"kdlab lab exited early: {(tmp_path / 'jupyter.log').read_text()[-2000:]}")
+            m = re.search(r"(http://127\.0\.0\.1:\d+)/lab/tree/lessons/00_start_here\.ipynb\?token=(\w+)", line)
+            if m:
+                url = m.group(0)
+        assert url, "kdlab lab printed no address for lesson 00"
+        yield {"url": url, "base": m.group(1), "token": m.group(2), "dir": tmp_path, "tree": tree,
+               "pid": proc.pid}
     finally:
-        spawned.extend(psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else [])
-        try:
-            request = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
-            urllib.request.urlopen(request, timeout=10)
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        _, alive = psutil.wait_procs(spawned, timeout=15)
+        if proc.poll() is None:
+            tree.extend([proc] + psutil.Process(proc.pid).children(recursive=True))
+            proc.send_signal(signal.SIGINT)  # Ctrl-C, as a learner stops it
+            try:
+                code = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                code = None
+        _, alive = psutil.wait_procs(tree, timeout=15)
         for p in alive:
             p.kill()
-        assert not alive, f"processes left behind: {alive}"
+        assert not alive, f"processes left behind by Ctrl-C: {alive}"
+        assert code == 0
 
 
-def test_lesson_02_runs_and_its_slider_changes_the_distribution(lab):
+def _visible(page):
+    """The notebook in the active tab (JupyterLab keeps other tabs in the page, hidden)."""
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+
+
+def _wait_idle(page):
+    from playwright.sync_api import expect
+
+    expect(page.locator(".jp-StatusBar-Widget", has_text="| Idle").first).to_be_visible(timeout=90_000)
+
+
+def _open(page, course, path):
+    page.goto(f"{course['base']}/lab/tree/{path}?token={course['token']}")
+    _visible(page).locator(".jp-Cell").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+
+
+def _run_all(page, n_code_cells):
+    from playwright.sync_api import expect
+
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    notebook = _visible(page)
+    expect(notebook.locator(".jp-CodeCell")).to_have_count(n_code_cells, timeout=60_000)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        prompts = notebook.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        if all(re.fullmatch(r"\[\d+\]:?", p.strip()) for p in prompts):
+            return
+        time.sleep(1)
+    pytest.fail(f"cells did not finish: {prompts}")
+
+
+def _answer(page, cell_index, code):
+    """Replace the source of code cell ``cell_index`` (0-based over all cells), run it
+    and the check cell after it."""
+    cell = _visible(page).locator(".jp-Cell").nth(cell_index)
+    cell.scroll_into_view_if_needed()
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(code)  # as pasted: no auto-indent, no closing brackets added
+    page.keyboard.press("Shift+Enter")
+    _wait_idle(page)
+    page.keyboard.press("Shift+Enter")
+    _wait_idle(page)
+
+
+def test_first_hour_in_the_browser(course):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
@@ -101,42 +138,52 @@ def test_lesson_02_runs_and_its_slider_changes_the_distribution(lab):
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{lab['base']}/lab/tree/{LESSON.name}?token={lab['token']}")
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-            # the kernel must be idle before "Run All Cells"
-            expect(page.locator(".jp-StatusBar-Widget", has_text="| Idle").first).to_be_visible(timeout=90_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-            expected = sum(c.cell_type == "code" for c in nbformat.read(LESSON, as_version=4).cells)
-            expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(expected, timeout=60_000)
-            deadline = time.time() + 180
-            while time.time() < deadline:
-                prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-                if all(re.fullmatch(r"\[\d+\]:?", p.strip()) for p in prompts):
-                    break
-                time.sleep(1)
-            else:
-                pytest.fail(f"cells did not finish: {prompts}")
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-            assert errors.count() == 0, errors.all_inner_texts()
+            # lesson 00, from the address kdlab lab printed
+            page.goto(course["url"])
+            expect(_visible(page).locator(".jp-MarkdownCell h1").first).to_contain_text("00", timeout=60_000)
 
-            slider = page.locator(".jupyter-widgets.widget-slider").first
+            # a lesson: every cell runs without error, and its slider answers
+            _open(page, course, f"lessons/{LESSON.name}")
+            _run_all(page, sum(c.cell_type == "code" for c in nbformat.read(LESSON, as_version=4).cells))
+            notebook = _visible(page)
+            errors = notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            assert errors.count() == 0, errors.all_inner_texts()
+            slider = notebook.locator(".jupyter-widgets.widget-slider").first
             expect(slider).to_be_visible(timeout=30_000)
             slider.scroll_into_view_if_needed()
-            readout_line = page.locator(".jp-OutputArea-output", has_text="entropy =")
+            readout_line = notebook.locator(".jp-OutputArea-output", has_text="entropy =")
             expect(readout_line.first).to_be_visible(timeout=30_000)
             before = readout_line.first.inner_text()
-            readout = slider.locator(".widget-readout")
-            readout.click()
+            slider.locator(".widget-readout").click()
             page.keyboard.press("Control+A")
             page.keyboard.type("10")
             page.keyboard.press("Enter")
-            expect(page.locator(".jp-OutputArea-output", has_text="T = 10.00").first).to_be_visible(timeout=30_000)
-            after = page.locator(".jp-OutputArea-output", has_text="T = 10.00").first.inner_text()
-            assert before != after
+            moved = notebook.locator(".jp-OutputArea-output", has_text="T = 10.00").first
+            expect(moved).to_be_visible(timeout=30_000)
             entropy = lambda text: float(text.split("entropy = ")[1].split()[0])
-            assert entropy(after) > entropy(before), (before, after)
-            page.screenshot(path=str(lab["dir"] / "lesson02.png"), full_page=False)
-            assert (lab["dir"] / "lesson02.png").stat().st_size > 10_000
+            assert entropy(moved.inner_text()) > entropy(before), (before, moved.inner_text())
+
+            # an exercise: a wrong answer gets a hint, then the right one gets the tick
+            _open(page, course, EXERCISE)
+            cells = nbformat.read(Path(course["dir"]) / "course" / EXERCISE, as_version=4).cells
+            answer = next(i for i, c in enumerate(cells)
+                          if c.metadata.get("nbgrader", {}).get("grade_id") == "00-accuracy-answer")
+            first_code = next(i for i, c in enumerate(cells) if c.cell_type == "code")
+            _visible(page).locator(".jp-Cell").nth(first_code).locator(".cm-content").click()
+            page.keyboard.press("Shift+Enter")
+            _wait_idle(page)
+            notebook = _visible(page)
+            _answer(page, answer, "def accuracy(y_true, y_pred):\n"
+                                  "    return (y_pred == y_true).float().sum()\n")
+            verdict = notebook.locator(".jp-Cell").nth(answer + 1).locator(".jp-OutputArea-output")
+            expect(verdict.first).to_contain_text("✗ 00.accuracy", timeout=30_000)
+            _answer(page, answer, "def accuracy(y_true, y_pred):\n"
+                                  "    if y_pred.ndim == 2:\n"
+                                  "        y_pred = y_pred.argmax(1)\n"
+                                  "    return (y_pred == y_true).float().mean().item()\n")
+            expect(verdict.first).to_contain_text("✓ 00.accuracy", timeout=30_000)
+            assert "True" not in verdict.first.inner_text()
+            page.screenshot(path=str(course["dir"] / "exercise00.png"), full_page=False)
+            assert (course["dir"] / "exercise00.png").stat().st_size > 10_000
         finally:
             browser.close()
