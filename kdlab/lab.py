@@ -72,7 +72,7 @@ EXAMPLES = """examples:
   kdlab lab                          copy the course to ./kdlab-course and open lesson 00
   kdlab lab ~/course --no-browser    print the address of lesson 00 instead of opening a browser
   kdlab lab --port 8900 --ip 0.0.0.0 serve on a chosen port and interface
-  kdlab lab ~/course -- --ServerApp.open_browser=False
+  kdlab lab ~/course -- --ServerApp.shutdown_no_activity_timeout=7200
                                      anything after -- goes to jupyter lab unchanged
 """
 
