@@ -55,6 +55,22 @@ def test_prune_to_latency_picks_first_amount_that_fits(monkeypatch):
     assert [a for a, _ in search.trials] == [0.0, 0.125, 0.25, 0.375, 0.5]
 
 
+def test_prune_to_latency_min_statistic_reads_the_fastest_sample(monkeypatch):
+    # Fake samples: a slow outlier on top of ms = channels left in the first layer;
+    # the median sees the outliers, the minimum does not.
+    def samples(m, x, **kw):
+        ms = float(m.layers[0].out_features)
+        return [ms, 10 * ms, 10 * ms]
+
+    monkeypatch.setattr(deploy, "latency_samples", samples)
+    monkeypatch.setattr(deploy, "latency", lambda m, x, **kw: sorted(samples(m, x))[1])
+    model = models.create("mlp-teacher")
+    by_min = deploy.prune_to_latency(model, torch.zeros(2, 64), 300.0, statistic="min")
+    assert by_min.met and by_min.amount == 0.5 and by_min.latency_ms == 256.0
+    by_median = deploy.prune_to_latency(model, torch.zeros(2, 64), 300.0)
+    assert not by_median.met and by_median.latency_ms == 640.0  # 10x the 64 channels left at 0.875
+
+
 def test_prune_to_latency_rejects_bad_arguments():
     model = models.create("mlp-student")
     with pytest.raises(ValueError, match="budget_ms"):
@@ -63,3 +79,5 @@ def test_prune_to_latency_rejects_bad_arguments():
         deploy.prune_to_latency(model, torch.zeros(2, 64), 1.0, amounts=(0.5, 1.0))
     with pytest.raises(ValueError, match="amounts"):
         deploy.prune_to_latency(model, torch.zeros(2, 64), 1.0, amounts=())
+    with pytest.raises(ValueError, match="statistic"):
+        deploy.prune_to_latency(model, torch.zeros(2, 64), 1.0, statistic="mean")
