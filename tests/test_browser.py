@@ -82,8 +82,8 @@ def course(tmp_path):
 
 
 def _visible(page):
-    """The notebook in the active tab (JupyterLab keeps other tabs in the page, hidden)."""
-    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    """The open notebook (each is opened in a workspace of its own, so it is the only one)."""
+    return page.locator(".jp-NotebookPanel")
 
 
 def _wait_idle(page):
@@ -93,7 +93,8 @@ def _wait_idle(page):
 
 
 def _open(page, course, path):
-    page.goto(f"{course['base']}/lab/tree/{path}?token={course['token']}")
+    workspace = Path(path).stem.replace("_", "-")
+    page.goto(f"{course['base']}/lab/workspaces/{workspace}/tree/{path}?token={course['token']}")
     _visible(page).locator(".jp-Cell").first.wait_for(timeout=60_000)
     _wait_idle(page)
 
