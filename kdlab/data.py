@@ -92,7 +92,7 @@ class Split:
         if not 0 < n_val < len(self.y_train):
             raise ValueError(f"fraction must leave at least one example in each part; {fraction!r} of "
                              f"{len(self.y_train)} training examples gives {n_val} for validation")
-        val_idx = _stratified_indices(self.y_train, n_val, seed)
+        val_idx = _stratified_indices(self.y_train, n_val, seed, "the validation part")
         keep = torch.ones(len(self.y_train), dtype=torch.bool)
         keep[val_idx] = False
         return Split(self.name, self.x_train[keep], self.y_train[keep], self.x_test, self.y_test,
@@ -110,10 +110,10 @@ class Split:
         x_tr, y_tr = self.x_train, self.y_train
         x_te, y_te = self.x_test, self.y_test
         if n_train is not None:
-            idx = _stratified_indices(y_tr, _validate.positive_int("n_train", n_train), seed)
+            idx = _stratified_indices(y_tr, _validate.positive_int("n_train", n_train), seed, "n_train")
             x_tr, y_tr = x_tr[idx], y_tr[idx]
         if n_test is not None:
-            idx = _stratified_indices(y_te, _validate.positive_int("n_test", n_test), seed + 1)
+            idx = _stratified_indices(y_te, _validate.positive_int("n_test", n_test), seed + 1, "n_test")
             x_te, y_te = x_te[idx], y_te[idx]
         return Split(self.name, x_tr, y_tr, x_te, y_te, self.classes, self.x_val, self.y_val)
 
@@ -125,10 +125,7 @@ class Split:
         subset alone sees the same labels.
         """
         n_labelled = _validate.positive_int("n_labelled", n_labelled)
-        if n_labelled > len(self.y_train):
-            raise ValueError(f"n_labelled must be at most the {len(self.y_train)} training examples, "
-                             f"got {n_labelled}")
-        return hide_labels(self.y_train, _stratified_indices(self.y_train, n_labelled, seed))
+        return hide_labels(self.y_train, _stratified_indices(self.y_train, n_labelled, seed, "n_labelled"))
 
     def __repr__(self) -> str:
         val = f"val={tuple(self.x_val.shape)}, " if self.x_val is not None else ""
@@ -163,9 +160,14 @@ def hide_labels(y: torch.Tensor, keep) -> torch.Tensor:
     return hidden
 
 
-def _stratified_indices(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+def _stratified_indices(y: torch.Tensor, n: int, seed: int, name: str = "n") -> torch.Tensor:
     if n > len(y):
-        raise ValueError(f"cannot take {n} examples from a set of {len(y)}")
+        raise ValueError(f"{name} must be at most the {len(y)} examples it is drawn from, got {n}")
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    classes = int(torch.unique(y).numel())
+    if n < classes and n != len(y):
+        raise ValueError(f"{name} must be at least the {classes} classes, so the stratified draw holds "
+                         f"one example of each; got {n}")
     from sklearn.model_selection import train_test_split
 
     if n == len(y):
@@ -186,6 +188,9 @@ def load_digits(*, flat: bool = True, test_size: float = 0.5, seed: int = 0) -> 
     from sklearn.model_selection import train_test_split
 
     test_size = _validate.fraction("test_size", test_size)
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    if seed >= 2 ** 32:
+        raise ValueError(f"seed must be below 2**32, got {seed}")
     if test_size in (0.0, 1.0):
         raise ValueError(f"test_size must be strictly between 0 and 1, got {test_size!r}")
     bunch = _sk_load_digits()
@@ -254,8 +259,8 @@ class TensorBatches(Dataset):
 
     A DataLoader asks a map-style dataset for one example at a time and stacks
     them; this one answers a batch's indices with one ``index_select`` per tensor
-    (``__getitems__``), which makes an epoch of a small model about a quarter
-    faster. The batches hold the same values, in the same order, as with a
+    (``__getitems__``), so a small model's epoch is not dominated by indexing and
+    stacking one example at a time. The batches hold the same values, in the same order, as with a
     ``TensorDataset``. ``tensors`` may be replaced between epochs (same length).
 
     Args:

@@ -493,6 +493,20 @@ def indexed_loader(x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 64, sh
     return make_loader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, with_index=True)
 
 
+def _stack_teachers(logits: list) -> torch.Tensor:
+    widths = [t.shape[-1] for t in logits]
+    if len(set(widths)) > 1:
+        raise ValueError("the teachers must give logits over the same classes; got "
+                         + ", ".join(f"teachers[{i}]: {w} classes" for i, w in enumerate(widths)))
+    return torch.stack(logits)
+
+
+def _same_classes(student: int, teachers: int) -> None:
+    if student != teachers:
+        raise ValueError(f"the student and its teachers must give logits over the same classes; got "
+                         f"student: {student} classes, teachers: {teachers} classes")
+
+
 class Distiller(Callback):
     """Train a student on soft targets from one or more frozen teachers.
 
@@ -613,7 +627,7 @@ class Distiller(Callback):
 
     @torch.no_grad()
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([t(x) for t in self.teachers])
+        return _stack_teachers([t(x) for t in self.teachers])
 
     def objective(self, model: nn.Module, batch: tuple) -> torch.Tensor:
         """``objective(student, batch) -> loss`` for :func:`kdlab.train.fit`; batches
@@ -630,6 +644,7 @@ class Distiller(Callback):
         else:
             teacher_logits, log_q = _combine(self._teacher_logits(x), self.teacher_weights, T, self.mode)
         student_logits = model(x)
+        _same_classes(student_logits.shape[-1], log_q.shape[-1])
         if self.loss == "kd":
             loss = _kd_from_log_targets(student_logits, log_q, y, T, self.alpha, self._partly_labelled)
         elif self.loss == "dkd":
@@ -735,6 +750,19 @@ class Distiller(Callback):
             self.student.train(was_training)
             self.remove_hooks()
 
+    def _check_student(self, x: torch.Tensor, teacher_classes: int) -> None:
+        """One example through the student (eval mode, no gradient): it must give as many
+        classes as the teachers, or the losses cannot compare them."""
+        was_training = self.student.training
+        device = next((p.device for p in self.student.parameters()), torch.device("cpu"))
+        try:
+            self.student.eval()
+            with torch.no_grad():
+                classes = self.student(x[:1].to(device)).shape[-1]
+        finally:
+            self.student.train(was_training)
+        _same_classes(classes, teacher_classes)
+
     def fit(self, data, *, epochs: int, callbacks=(), **fit_kwargs):
         """Distil into the student with :func:`kdlab.train.fit` and return its History.
 
@@ -766,6 +794,8 @@ class Distiller(Callback):
                 loader = indexed_loader(x, y, batch_size=batch_size, seed=seed)
             self._batches = loader.dataset
             self._cache = self._run_teachers(x)
+            if len(x):
+                self._check_student(x, self._cache.shape[-1])
             self._epoch_temperature = None
             self._cache_targets, self._batch_size = y, batch_size
         else:
@@ -789,4 +819,4 @@ class Distiller(Callback):
     def _run_teachers(self, x: torch.Tensor) -> torch.Tensor:
         from kdlab.train import predict
 
-        return torch.stack([predict(t, x) for t in self.teachers])
+        return _stack_teachers([predict(t, x) for t in self.teachers])

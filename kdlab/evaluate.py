@@ -220,10 +220,13 @@ def classification_metrics(y_true, y_pred, num_classes: int | None = None) -> di
 
     ``y_pred`` is class indices or a 2-D tensor of logits/probabilities (argmax is
     taken). A class never predicted has precision 0, as in scikit-learn's default."""
-    y_true = torch.as_tensor(y_true)
+    if num_classes is not None:
+        num_classes = _validate.positive_int("num_classes", num_classes)
+    y_true = _validate.class_indices("y_true", y_true, num_classes=num_classes)
     y_pred = torch.as_tensor(y_pred)
     if y_pred.ndim == 2:
         y_pred = y_pred.argmax(1)
+    y_pred = _validate.class_indices("y_pred", y_pred, num_classes=num_classes)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
                          f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}")
@@ -305,12 +308,11 @@ def report(models: dict, data, example_input=None, *, measure_latency: bool = Tr
     Split's test part) and measure its cost on ``example_input`` (default: one test
     example). ``size_fn(model)`` gives bytes on disk; pass ``kdlab.prune.sparse_size_bytes``
     to count a sparse export instead of a dense checkpoint."""
-    from kdlab.data import Split
-    from kdlab.train import predict
+    from kdlab.train import labelled_pair, predict
 
     if not isinstance(models, dict) or not models:
         raise ValueError(f"models must be a non-empty dict of name -> model, got {models!r}")
-    x, y = data.test if isinstance(data, Split) else data
+    x, y = labelled_pair(data)
     if example_input is None:
         example_input = x[:1]
     rows = {}

@@ -46,10 +46,10 @@ class MLP(nn.Module):
         super().__init__()
         _validate.positive_int("in_features", in_features)
         _validate.positive_int("num_classes", num_classes)
-        hidden = tuple(hidden)
+        hidden = tuple(_validate.sequence("hidden", hidden, "(300, 100) or (32,)"))
         for i, h in enumerate(hidden):
             _validate.positive_int(f"hidden[{i}]", h)
-        if not (0.0 <= float(dropout) < 1.0):
+        if _validate.fraction("dropout", dropout) >= 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.in_features, self.hidden, self.num_classes = in_features, hidden, num_classes
         layers: list[nn.Module] = []
@@ -93,7 +93,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         _validate.positive_int("in_channels", in_channels)
         _validate.positive_int("num_classes", num_classes)
-        channels = tuple(channels)
+        channels = tuple(_validate.sequence("channels", channels, "(16, 32)"))
         if not channels:
             raise ValueError("channels must name at least one block, got ()")
         for i, c in enumerate(channels):
@@ -138,7 +138,8 @@ def create(name: str, input_shape=(64,), num_classes: int = 10, **overrides) -> 
     """
     _validate.choice("name", name, PRESETS)
     cls, kwargs = PRESETS[name]
-    input_shape = tuple(input_shape)
+    input_shape = _validate.shape("input_shape", input_shape)
+    _validate.positive_int("num_classes", num_classes)
     kwargs = {**kwargs, **overrides, "num_classes": num_classes}
     if cls is MLP:
         if not input_shape or any(int(s) < 1 for s in input_shape):
@@ -184,6 +185,9 @@ class MultiHeadSelfAttention(nn.Module):
         super().__init__()
         _validate.positive_int("d_model", d_model)
         self.heads = _validate.positive_int("heads", heads)
+        if head_dim is None and d_model % heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads}) unless head_dim is "
+                             f"given; {d_model} // {heads} would quietly use width {heads * (d_model // heads)}")
         self.head_dim = _validate.positive_int("head_dim", head_dim or d_model // heads)
         inner = self.heads * self.head_dim
         self.q, self.k, self.v = (nn.Linear(d_model, inner) for _ in range(3))

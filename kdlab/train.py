@@ -176,6 +176,35 @@ def cross_entropy_objective(loss_fn: Callable = F.cross_entropy) -> Callable:
     return objective
 
 
+def _check_targets(model: nn.Module, data) -> None:
+    """For the default cross-entropy on in-memory data: integer class targets within the
+    model's outputs (one example through the model in eval mode gives their number)."""
+    from kdlab.data import Split
+
+    if isinstance(data, Split):
+        data = data.train
+    if not (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)):
+        return
+    x, y = data
+    if y.ndim == 2 and y.is_floating_point():
+        return  # class probabilities, which cross-entropy also takes
+    y = _validate.class_indices("y (the training targets)", y)
+    if not len(x):
+        return
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            outputs = model(x[:1].to(device))
+    finally:
+        model.train(was_training)
+    if outputs.ndim == 2 and int(y.max()) >= outputs.shape[1]:
+        raise ValueError(f"y (the training targets) must hold class indices < {outputs.shape[1]}, the model's "
+                         f"number of outputs; got {int(y.max())}")
+
+
 def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="adam",
         weight_decay: float = 0.0, loss_fn: Callable | None = None,
         objective: Callable | None = None, callbacks: Iterable = (), eval_data=None,
@@ -210,13 +239,17 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
         opt = optimizer
     else:
         opt = make_optimizer(model, optimizer, lr, weight_decay)
+    if objective is None and loss_fn is None:
+        _check_targets(model, data)
     loader = as_loader(data, batch_size=batch_size, seed=seed)
     if len(loader) == 0:
         raise ValueError("data is empty: the loader yields no batch")
+    callbacks = list(callbacks)
+    for i, c in enumerate(callbacks):
+        if not isinstance(c, Callback) and not callable(c):
+            raise TypeError(f"callbacks[{i}] must be a Callback object or a function of the TrainState, "
+                            f"got {c!r} ({type(c).__name__})")
     callbacks = [c if isinstance(c, Callback) else _StepFunction(c) for c in callbacks]
-    for c in callbacks:
-        if not isinstance(c, Callback):
-            raise TypeError(f"callbacks must be Callback objects or functions, got {type(c).__name__}")
     objective = objective or cross_entropy_objective(loss_fn or F.cross_entropy)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
@@ -304,12 +337,26 @@ def predict(model: nn.Module, data, *, device=None, batch_size: int = 512) -> to
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, data, *, device=None) -> float:
-    """Top-1 accuracy in [0, 1] on ``data`` (``(x, y)``, a DataLoader, or a Split's test part)."""
+def labelled_pair(data, name: str = "data") -> tuple:
+    """``data`` as an ``(x, y)`` pair of tensors of equal length (a Split gives its test
+    part); anything else is refused with a message that says what is allowed."""
     from kdlab.data import Split
 
     if isinstance(data, Split):
-        data = data.test
+        return data.test
+    if (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)):
+        if len(data[0]) != len(data[1]):
+            raise ValueError(f"{name} must pair x and y of the same length, got {len(data[0])} and {len(data[1])}")
+        return tuple(data)
+    got = (f"a tensor of shape {tuple(data.shape)}" if isinstance(data, torch.Tensor)
+           else f"a {type(data).__name__}" + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    hint = "; for the logits of inputs alone use kdlab.train.predict" if isinstance(data, torch.Tensor) else ""
+    raise TypeError(f"{name} must be an (x, y) pair of tensors, a DataLoader or a Split; got {got}{hint}")
+
+
+def evaluate(model: nn.Module, data, *, device=None) -> float:
+    """Top-1 accuracy in [0, 1] on ``data`` (``(x, y)``, a DataLoader, or a Split's test part)."""
     if isinstance(data, DataLoader):  # one pass, so a shuffling loader stays paired
         correct = total = 0
         for batch in data:
@@ -317,14 +364,16 @@ def evaluate(model: nn.Module, data, *, device=None) -> float:
             correct += (logits.argmax(1) == batch[1]).sum().item()
             total += len(batch[1])
         return correct / max(total, 1)
-    x, y = data
+    x, y = labelled_pair(data)
     return (predict(model, x, device=device).argmax(1) == y).float().mean().item()
 
 
 def over_seeds(fn: Callable[[int], object], seeds) -> list:
     """``[fn(seed) for seed in seeds]``, each call after ``seed_everything(seed)`` with the
     current thread count, so a claim is shown over several seeds, not one lucky run."""
-    seeds = list(seeds)
+    seeds = _validate.sequence("seeds", seeds, "[0, 1, 2] or range(3)")
+    for i, seed in enumerate(seeds):
+        _validate.positive_int(f"seeds[{i}]", seed, allow_zero=True)
     if not seeds:
         raise ValueError("seeds must name at least one seed, got an empty sequence")
     threads = torch.get_num_threads()

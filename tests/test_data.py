@@ -130,7 +130,7 @@ def test_few_labels_keeps_exactly_the_stratified_subset():
         small = split.subset(n_train=90, seed=seed)
         assert torch.equal(split.x_train[kept], small.x_train) and torch.equal(split.y_train[kept], small.y_train)
     assert torch.equal(split.few_labels(898), split.y_train)
-    with pytest.raises(ValueError, match="n_labelled must be at most the 898 training examples, got 899"):
+    with pytest.raises(ValueError, match="n_labelled must be at most the 898 examples it is drawn from, got 899"):
         split.few_labels(899)
     with pytest.raises(ValueError, match="n_labelled"):
         split.few_labels(0)

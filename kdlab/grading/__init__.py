@@ -13,16 +13,21 @@ Adding a graded item to lesson NN
 1. Register it in ``kdlab/grading/items/lNN.py`` (create the file; it is found
    automatically) in the module-level list ``ITEMS``::
 
+       import torch
+
+       from kdlab.distill import soft_targets
        from kdlab.grading.registry import FunctionItem, NumberItem
-       from kdlab.prune import magnitude_mask
+
+       def on_probabilities(logits, temperature):    # the usual mistake
+           return soft_targets(torch.softmax(logits, -1), temperature)
 
        ITEMS = [
-           FunctionItem("03.magnitude_mask", points=2,
-                        reference=magnitude_mask,              # kdlab's own function
-                        inputs=lambda g: (torch.randn(8, 8, generator=g),
-                                          float(torch.rand(1, generator=g))),
-                        wrong=[(usual_mistake, "the hint for that mistake")]),
-           NumberItem("03.sparsity_at_1pt", target=measure, abs_tol=0.05),
+           FunctionItem("02.soft_targets", points=2,
+                        reference=soft_targets,                # kdlab's own function
+                        inputs=lambda g: (torch.randn(4, 10, generator=g),
+                                          0.5 + 8 * float(torch.rand(1, generator=g))),
+                        wrong=[(on_probabilities, "T divides the logits, not the probabilities")]),
+           NumberItem("02.best_temperature", target=measure, abs_tol=0.5),
        ]
 
    The id is ``"NN.name"``; ``name`` is what the learner's notebook defines.
@@ -33,17 +38,17 @@ Adding a graded item to lesson NN
 2. In ``solutions/NN_slug.ipynb`` write the answer cell and the test cell::
 
        # answer cell: metadata nbgrader = {"solution": true, "grade": false,
-       #   "grade_id": "03-magnitude_mask-answer", "locked": false, "schema_version": 3}
-       def magnitude_mask(weight, sparsity):
+       #   "grade_id": "02-soft_targets-answer", "locked": false, "schema_version": 3}
+       def soft_targets(logits, temperature):
            ### BEGIN SOLUTION
            ...the solution...
            ### END SOLUTION
 
        # test cell: metadata nbgrader = {"grade": true, "solution": false, "locked": true,
-       #   "grade_id": "03-magnitude_mask", "points": 2, "schema_version": 3}
-       check("03.magnitude_mask", magnitude_mask)
+       #   "grade_id": "02-soft_targets", "points": 2, "schema_version": 3}
+       check("02.soft_targets", soft_targets)
        ### BEGIN HIDDEN TESTS
-       assert check("03.magnitude_mask", magnitude_mask)
+       assert check("02.soft_targets", soft_targets)
        ### END HIDDEN TESTS
 
    :func:`kdlab.grading.build.nbgrader_metadata` makes both dicts. The test

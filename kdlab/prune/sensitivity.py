@@ -41,7 +41,8 @@ def sensitivity_scan(model, data, amounts, layers=None) -> SensitivityScan:
     """
     from kdlab.train import evaluate
 
-    amounts = [_validate.fraction(f"amounts[{i}]", a) for i, a in enumerate(amounts)]
+    amounts = [_validate.fraction(f"amounts[{i}]", a)
+               for i, a in enumerate(_validate.sequence("amounts", amounts, "[0.5, 0.7, 0.9]"))]
     if not amounts:
         raise ValueError("amounts must contain at least one fraction in [0, 1], got []")
     names = [n.rpartition(".")[0] for n in prunable_weights(model, layers)]
