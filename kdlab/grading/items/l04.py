@@ -107,12 +107,14 @@ ITEMS = [
     ),
     ChoiceItem(
         "04.most_sensitive", points=1,
-        prompt="Run prune.sensitivity_scan on kdlab.zoo.pretrained('cnn-teacher') over the digits "
-               "test split: which layer loses the most accuracy when 70% of ITS weights are removed?",
+        prompt="Run prune.sensitivity_scan on kdlab.zoo.pretrained('cnn-teacher', data=split) over "
+               "split.val, split = data.load_digits(flat=False).with_validation(0.2): which layer loses "
+               "the most accuracy when 70% of ITS weights are removed?",
         options=["features.0.0", "features.2.0", "classifier"], answer="features.0.0",
         hints={"features.2.0": "that layer holds most of the weights, which is why it is the most "
                                "robust; read the scan's accuracy at 0.7",
-               "classifier": "read the scan's accuracy at 0.7 for every layer, not the one at 0.9"},
+               "classifier": "read the scan's accuracy at 0.7 for every layer: one layer keeps less "
+                             "than the classifier"},
     ),
     ChoiceItem(
         "04.dense_hardware", points=1,

@@ -1,12 +1,12 @@
 """Lesson 12 (pruning in practice): the AGP and iterative schedules, and reading the
-budget and schedule experiments."""
+budget and schedule experiments (run on the validation part)."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.registry import ChoiceItem, FunctionItem, SetItem
 from kdlab.prune import AGP, Iterative
 
 
@@ -106,17 +106,22 @@ ITEMS = [
     ),
     ChoiceItem(
         "12.worst_budget", points=1,
-        prompt="In lesson 12's budget experiment at 95% sparsity, which budget gives the lowest accuracy?",
+        prompt="In lesson 12's budget experiment at 97% sparsity, which budget gives the lowest accuracy?",
         options=["global threshold", "uniform per layer", "from the scan"], answer="uniform per layer",
-        hints={"global threshold": "look again: the global threshold loses a lot at 95%, but one budget "
+        hints={"global threshold": "look again: the global threshold loses a lot at 97%, but one budget "
                                    "loses more",
                "from the scan": "the scan-informed budget protects the fragile layer; it does best"},
     ),
-    ChoiceItem(
-        "12.best_schedule", points=1,
-        prompt="Run the schedules of the notebook to 97% sparsity with the same training budget: "
-               "which ends with the highest test accuracy?",
-        options=["one-shot", "iterative (4 steps)", "gradual cubic (AGP)"], answer="gradual cubic (AGP)",
-        hint="compare the final accuracies printed by the experiment, over both seeds",
+    SetItem(
+        "12.holding_schedules", points=1,
+        prompt="Run one-shot, iterative (equal steps), iterative (geometric) and AGP to 97% sparsity "
+               "with the same training steps: which end at least 10 points above one-shot on the "
+               "validation part?",
+        options=["iterative, equal steps", "iterative, geometric", "gradual cubic (AGP)"],
+        answer=["iterative, geometric", "gradual cubic (AGP)"],
+        hints={"iterative, equal steps": "equal increments leave the biggest cut for last: from 73% to "
+                                         "97% removes 89% of the weights still left; compare with one-shot",
+               "iterative, geometric": "compare the geometric rounds' final accuracy with one-shot's",
+               "gradual cubic (AGP)": "compare AGP's final accuracy with one-shot's"},
     ),
 ]
