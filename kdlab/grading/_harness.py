@@ -35,6 +35,13 @@ def plain(value, depth=0):
     return ("unsupported", type(value).__name__)
 
 
+def _message(err) -> str:
+    try:
+        return str(err)[:300]
+    except Exception:  # an exception whose message itself fails
+        return "(no message)"
+
+
 def collect(answer, kind, cases):
     """Outcomes of ``answer``: called on a copy of every case (``kind="function"``)
     or taken as it is (``kind="value"``)."""
@@ -45,5 +52,5 @@ def collect(answer, kind, cases):
         try:
             outcomes.append(("ok", plain(answer(*copy.deepcopy(args)))))
         except Exception as err:  # the learner's error is part of the verdict
-            outcomes.append(("raised", type(err).__name__, str(err)[:300]))
+            outcomes.append(("raised", type(err).__name__, _message(err)))
     return outcomes
