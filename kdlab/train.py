@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from kdlab import _validate
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("fp32", "bf16")
 
 
 def seed_everything(seed: int = 0, threads: int = 1, deterministic: bool = True) -> None:
@@ -64,6 +65,15 @@ def num_threads(threads: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def distributed() -> tuple:
+    """``(rank, world_size)`` of this process; ``(0, 1)`` outside ``torchrun``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def default_device() -> torch.device:
@@ -209,7 +219,8 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
         weight_decay: float = 0.0, loss_fn: Callable | None = None,
         objective: Callable | None = None, callbacks: Iterable = (), eval_data=None,
         scheduler: str | None = None, batch_size: int = 64, seed: int = 0,
-        device=None, progress: bool | None = None) -> History:
+        device=None, progress: bool | None = None, augment: Callable | None = None,
+        precision: str = "fp32") -> History:
     """Train ``model`` and return its :class:`History`.
 
     Args:
@@ -228,6 +239,17 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
         scheduler: ``None`` or ``"cosine"`` (learning rate annealed to 0 over all steps).
         device: defaults to CUDA when available, else CPU.
         progress: a tqdm bar over epochs; off under pytest or with ``KDLAB_PROGRESS=0``.
+        augment: ``augment(x) -> x`` applied to the inputs of every training batch
+            (e.g. :func:`kdlab.data.random_shift`); evaluation sees the data as it is.
+        precision: ``"fp32"``, or ``"bf16"`` for mixed precision (``torch.autocast``;
+            meant for CUDA, where bf16 matmuls are fast).
+
+    Under ``torchrun`` (``torch.distributed`` initialised, several processes), each
+    process takes its share of every batch of the one seeded order, and
+    DistributedDataParallel averages the gradients: ``batch_size`` is the global
+    batch, and training equals one process with that batch, up to float rounding
+    (a last batch smaller than the number of processes is skipped).
+    The loss is averaged over all processes; only rank 0 shows progress.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -235,6 +257,9 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
     if loss_fn is not None and objective is not None:
         raise ValueError("pass loss_fn or objective, not both")
     _validate.choice("scheduler", scheduler, (None, "cosine"))
+    _validate.choice("precision", precision, PRECISIONS)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a function of the input batch, got {augment!r}")
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
     else:
@@ -251,8 +276,18 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
                             f"got {c!r} ({type(c).__name__})")
     callbacks = [c if isinstance(c, Callback) else _StepFunction(c) for c in callbacks]
     objective = objective or cross_entropy_objective(loss_fn or F.cross_entropy)
+    rank, world = distributed()
+    if device is None and world > 1 and torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
     was_training = model.training
     history = History()
     state = TrainState(model, opt, epochs, len(loader), history, device)
@@ -260,7 +295,7 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
              if scheduler == "cosine" else None)
 
     bar = None
-    if progress if progress is not None else _progress_default():
+    if rank == 0 and (progress if progress is not None else _progress_default()):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, desc="training", unit="epoch", leave=False)
@@ -275,18 +310,35 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
         for c in callbacks:
             c.on_epoch_start(state)
         for batch in loader:
+            global_n = len(batch[0])
+            if global_n < world:
+                continue  # too few examples to give every process one (all processes skip it)
+            if world > 1:  # this process's share of the global batch
+                batch = tuple(t.tensor_split(world)[rank] for t in batch)
             batch = tuple(t.to(device) for t in batch)
+            if augment is not None:
+                batch = (augment(batch[0]), *batch[1:])
             state.batch = batch
             opt.zero_grad(set_to_none=True)
-            loss = objective(model, batch)
-            loss.backward()
+            with autocast:
+                loss = objective(net, batch)
+            if world > 1:
+                # DDP averages gradients over processes; weighting each share by its size
+                # makes that the gradient of the global batch's mean loss, even when the
+                # last batch does not split evenly.
+                (loss * (len(batch[0]) * world / global_n)).backward()
+                shared = torch.tensor([loss.item() * len(batch[0])], dtype=torch.float64)
+                torch.distributed.all_reduce(shared)
+                state.loss = shared.item() / global_n
+            else:
+                loss.backward()
+                state.loss = loss.item()
             opt.step()
             if sched is not None:
                 sched.step()
             state.step += 1
-            state.loss = loss.item()
-            total += state.loss * len(batch[0])
-            count += len(batch[0])
+            total += state.loss * global_n
+            count += global_n
             for c in callbacks:
                 c.on_step_end(state)
             if state.stop:

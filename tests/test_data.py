@@ -183,3 +183,59 @@ def test_with_validation_rejects_bad_fractions(fraction):
 def test_with_validation_refuses_a_second_carve():
     with pytest.raises(ValueError, match="already has a validation part"):
         data.load_digits().with_validation(0.2).with_validation(0.2)
+
+
+def test_mnist_5k_ships_offline_with_a_stratified_three_way_split():
+    split = data.load_dataset("mnist-5k")
+    assert (split.x_train.shape, split.x_val.shape, split.x_test.shape) == (
+        (3500, 1, 28, 28), (500, 1, 28, 28), (1000, 1, 28, 28))
+    for y, n in ((split.y_train, 350), (split.y_val, 50), (split.y_test, 100)):
+        assert torch.bincount(y, minlength=10).tolist() == [n] * 10
+    assert 0.0 == split.x_train.min() and split.x_train.max() == 1.0
+    again, other = data.load_dataset("mnist-5k"), data.load_dataset("mnist-5k", seed=1)
+    assert torch.equal(again.x_test, split.x_test) and not torch.equal(other.x_train, split.x_train)
+    flat = data.load_dataset("mnist-5k", flat=True)
+    assert flat.x_train.shape == (3500, 784) and torch.equal(flat.x_train.view(-1, 1, 28, 28), split.x_train)
+
+
+def _write_idx(path, array, magic):
+    import gzip  # noqa: F401  (torchvision reads the plain files too)
+    import struct
+
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape))
+        f.write(array.tobytes())
+
+
+def test_the_torchvision_path_loads_mnist_written_in_its_on_disk_format(tmp_path):
+    """The online path, tested offline: the shipped images written as MNIST's IDX files."""
+    pytest.importorskip("torchvision")
+    sample = data.load_dataset("mnist-5k")
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    to_bytes = lambda x: (x.squeeze(1) * 255).round().to(torch.uint8).numpy()
+    for prefix, x, y in (("train", sample.x_train, sample.y_train), ("t10k", sample.x_test, sample.y_test)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", to_bytes(x), 2051)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", y.to(torch.uint8).numpy(), 2049)
+    split = data.load_dataset("mnist", root=tmp_path)
+    assert split.x_train.shape == (3500, 1, 28, 28) and split.x_test.shape == (1000, 1, 28, 28)
+    assert torch.equal(split.y_train, sample.y_train)
+    assert torch.allclose(split.x_test, sample.x_test, atol=1 / 255)
+    assert data.load_dataset("mnist", root=tmp_path, flat=True).x_train.shape == (3500, 784)
+
+
+def test_a_missing_torchvision_dataset_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        data.load_dataset("fashion-mnist", root=tmp_path)
+
+
+def test_random_shift_moves_images_and_keeps_their_shape():
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0
+    out = data.random_shift(2)(x)
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    assert len({tuple(o.nonzero()[0].tolist()) for o in out}) > 5
+    assert data.random_shift(1)(x.flatten(1)).shape == (64, 64)
+    with pytest.raises(ValueError, match="flat inputs must be square"):
+        data.random_shift(1)(torch.zeros(2, 10))
