@@ -1,6 +1,7 @@
 import torch
 
-from kdlab import data, train, zoo
+from kdlab import data, evaluate
+from kdlab.models import zoo
 
 
 def test_pretrained_is_cached_deterministic_and_leaves_rng_alone(tmp_path, monkeypatch):
@@ -15,7 +16,7 @@ def test_pretrained_is_cached_deterministic_and_leaves_rng_alone(tmp_path, monke
     assert len(files) == 1 and files[0].suffix == ".pt"
     again = zoo.pretrained("mlp-tiny", epochs=5, data=split)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
-    assert not again.training and train.evaluate(again, split.test) > 0.5
+    assert not again.training and evaluate.accuracy(again, split.test) > 0.5
 
 
 def test_damaged_cache_file_is_retrained(tmp_path, monkeypatch):

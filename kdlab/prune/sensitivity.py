@@ -39,7 +39,7 @@ def sensitivity_scan(model, data, amounts, layers=None) -> SensitivityScan:
     >>> sorted(scan.accuracy)
     ['layers.0', 'layers.2']
     """
-    from kdlab.train import evaluate
+    from kdlab.evaluate import accuracy as evaluate
 
     amounts = [_validate.fraction(f"amounts[{i}]", a)
                for i, a in enumerate(_validate.sequence("amounts", amounts, "[0.5, 0.7, 0.9]"))]
