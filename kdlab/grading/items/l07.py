@@ -1,11 +1,10 @@
 """Lesson 07 (drawbacks): the knee of pruning, a weak teacher, disagreeing criteria, KD's extra FLOPs."""
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 
-
 from kdlab.grading.registry import ChoiceItem, NumberItem
+from kdlab.grading.shared import accuracy, digits, in_percent, pruned, trained
 from kdlab.train import num_threads
 
 GRID = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
@@ -15,22 +14,15 @@ GRID = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
 @lru_cache(maxsize=None)
 def _curve() -> dict:
     """One-shot global magnitude pruning of the zoo LeNet-300-100 (seed 0) at every GRID sparsity,
-    no fine-tuning; and the FLOPs of the 2x512 teacher and the 32-unit student on one image.
-    One thread, as the notebooks run (the model cache is keyed by the thread count)."""
-    from kdlab import data, evaluate, models, prune, train, zoo
+    no fine-tuning; and the FLOPs of the 2x512 teacher and the 32-unit student on one image."""
+    from kdlab import evaluate, models
 
+    split, x = digits(), digits().x_test[:1]
     with num_threads(1):
-        split = data.load_digits()
-        large = zoo.pretrained("lenet-300-100", data=split)
-        accuracy = []
-        for s in GRID:
-            trial = copy.deepcopy(large)
-            prune.magnitude_prune(trial, s)
-            accuracy.append(train.evaluate(trial, split))
-        x = split.x_test[:1]
-        return {"dense": train.evaluate(large, split), "accuracy": accuracy,
-                "teacher_flops": evaluate.flops(zoo.pretrained("mlp-teacher", data=split), x),
-                "student_flops": evaluate.flops(models.create("mlp-student"), x)}
+        curve = [evaluate.accuracy(pruned("lenet-300-100", s), split.test) for s in GRID]
+    return {"dense": accuracy("lenet-300-100"), "accuracy": curve,
+            "teacher_flops": evaluate.flops(trained("mlp-teacher"), x),
+            "student_flops": evaluate.flops(models.create("mlp-student"), x)}
 
 
 def _knee(drop: float = 0.01) -> float:
@@ -64,7 +56,7 @@ ITEMS = [
                                   "the knee is the last one that is not"),
                (_collapse, "that is where the model has collapsed (below 50%); the knee comes earlier, where "
                            "accuracy first leaves the 1-point band for good"),
-               (lambda: 100 * _knee(), "give the sparsity as a fraction in [0, 1], not in percent")],
+               in_percent(_knee)],
     ),
     ChoiceItem(
         "07.weak_teacher", points=1,
