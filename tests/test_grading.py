@@ -551,6 +551,15 @@ def test_solutions_get_full_marks_and_exercises_get_zero(batch):
         assert all(v.message == registry.NOT_IMPLEMENTED for v in result.verdicts.values())
 
 
+@pytest.mark.slow
+def test_without_the_sandbox_a_notebook_is_graded_and_flagged(tmp_path):
+    root = _layout(tmp_path / "submitted", {"ann/00_start_here/00_start_here.ipynb": FIXTURES / "honest.ipynb"})
+    temp_before = _our_temp()
+    [result] = grader.grade([root], jobs=2, progress=False, unsafe_no_sandbox=True)
+    assert (result.status, result.total, result.flags) == ("graded", 6, ["unsandboxed"]), result.reason
+    assert _our_temp() - temp_before == set()
+
+
 class _Exploit:
     def __reduce__(self):
         return (print, ("this ran in the grader",))

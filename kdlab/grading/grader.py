@@ -276,6 +276,7 @@ class Result:
     submission: str = ""
     lesson: str = ""
     sha256: str = ""
+    cpu: float = 0.0                # CPU seconds of the kernel and what it started
 
     @property
     def total(self) -> float:
@@ -634,10 +635,33 @@ async def _run(sub: Submission, nb, result: Result, items: list, setup: _Setup, 
         result.status = "error"
         result.reason = "the kernel did not start (is --memory or --processes too low?)"
     finally:
+        provisioner = getattr(client.km, "provisioner", None) if client.km is not None else None
+        result.cpu = _tree_cpu(getattr(provisioner, "pid", None))
         await asyncio.shield(_stop_kernel(client))
     result.notes = [_raised(*e) for e in errors]
     for flag in flags:
         _flag(result, flag)
+
+
+def _tree_cpu(pid) -> float:
+    """CPU seconds (user + system, finished children included) of ``pid`` and every
+    process below it, read from /proc; 0 where that is not available."""
+    if not pid:
+        return 0.0
+    ticks, total, stack, seen = os.sysconf("SC_CLK_TCK"), 0, [int(pid)], set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+            for task in os.listdir(f"/proc/{current}/task"):
+                stack += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / ticks
 
 
 async def _stop_kernel(client) -> None:
