@@ -72,6 +72,9 @@ if c.get("drop"):  # root set the sandbox up; the kernel runs as nobody, in a us
     os.setuid(c["drop"])
     import ctypes
     ctypes.CDLL(None, use_errno=True).unshare(0x10000000)  # CLONE_NEWUSER: processes counted per sandbox
+if c.get("sandboxed"):  # no setuid bit or file capability grants anything from here on
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
 if c.get("pdeathsig"):
     import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
@@ -361,7 +364,7 @@ def sandboxed_command(shared: Shared, *, source: Path, ctl: Path, run: Path,
     mounts.bind(run, writable=True)
     config = {"limits": shared.limits.rlimits(sandboxed=True), "source": SOURCE, "work": WORK,
               "copies": copies, "argv": kernel_argv(connection_file, extra),
-              "drop": NOBODY if _as_root() else None}
+              "drop": NOBODY if _as_root() else None, "sandboxed": True}
     return [shared.tool, *_namespaces(), *mounts.args, "--remount-ro", "/", "--chdir", "/",
             "--unsetenv", "JPY_PARENT_PID",  # its parent is the sandbox, not the grader
             "--", sys.executable, "-I", "-S", "-c", _START, json.dumps(config)]
