@@ -138,7 +138,9 @@ def bias_shift_from_prior(logits: torch.Tensor, cls: int, share: float) -> float
     return torch.kthvalue(margin, k).values.item() + 1e-4
 
 
-def dark_knowledge(split, seeds, epochs, temperatures, cls=3):
+def dark_knowledge(split, seeds, epochs, temperatures, cls=3, *, hidden=64, teacher_seed=None):
+    """Students of width ``hidden`` distilled on a transfer set without class ``cls``;
+    the teacher is the zoo's ``mlp-teacher`` of each seed (or of ``teacher_seed`` for all)."""
     keep = split.y_train != cls
     transfer = (split.x_train[keep], split.y_train[keep])
     test_cls = split.y_test == cls
@@ -149,16 +151,18 @@ def dark_knowledge(split, seeds, epochs, temperatures, cls=3):
     shifts = {T: [] for T in temperatures}
     share3 = lambda m: (evaluate.predict(m, split.x_test[test_cls]).argmax(1) == cls).float().mean().item()
     for s in seeds:
-        teacher = models.pretrained("mlp-teacher", seed=s, data=split)
+        teacher = models.pretrained("mlp-teacher", split.name, seed=s if teacher_seed is None else teacher_seed,
+                                    data=split)
         # the teacher's share of class-3 predictions on the unlabelled training images sets the bias
         teacher_share = (evaluate.predict(teacher, split.x_train).argmax(1) == cls).float().mean().item()
         torch.manual_seed(1000 + s)
-        hard = fit_plain(models.MLP(64, (64,), 10), transfer, epochs, s)
+        features = split.x_train[0].numel()
+        hard = fit_plain(models.MLP(features, (hidden,), 10), transfer, epochs, s)
         out["hard"].append(share3(hard))
         out_acc["hard"].append(evaluate.accuracy(hard, split.test))
         for T in temperatures:
             torch.manual_seed(1000 + s)
-            m = distil(models.MLP(64, (64,), 10), teacher, transfer, epochs, s, temperature=T, alpha=1.0)
+            m = distil(models.MLP(features, (hidden,), 10), teacher, transfer, epochs, s, temperature=T, alpha=1.0)
             out[T].append(share3(m))
             out_acc[T].append(evaluate.accuracy(m, split.test))
             b = bias_shift_from_prior(evaluate.predict(m, split.x_train), cls, teacher_share)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHES = ("bench_distill", "bench_prune", "bench_grading", "bench_cli")
+BENCHES = ("bench_distill", "bench_prune", "bench_grading", "bench_cli", "bench_realres")
 SUITE_GOAL_S = 600.0
 NOTEBOOK_GOAL_S = 60.0
 

@@ -10,6 +10,12 @@ def _axes(ax):
     return ax
 
 
+def _title(ax, title: str) -> None:
+    """A default title; one the caller set before drawing is kept."""
+    if not ax.get_title():
+        ax.set_title(title)
+
+
 def tradeoff_plot(points: dict, *, xlabel: str, ylabel: str, ax=None):
     """Scatter ``{label: (x, y)}`` with each point labelled."""
     ax = _axes(ax)
@@ -18,6 +24,7 @@ def tradeoff_plot(points: dict, *, xlabel: str, ylabel: str, ax=None):
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    _title(ax, f"{ylabel} against {xlabel}")
     ax.grid(alpha=0.3)
     return ax
 
@@ -29,6 +36,7 @@ def history_plot(histories: dict, key: str = "loss", ax=None):
         ax.plot(history["epoch"], history[key], label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(key)
+    _title(ax, f"{key} per epoch")
     ax.legend()
     ax.grid(alpha=0.3)
     return ax
@@ -46,6 +54,7 @@ def mean_std_plot(xs, runs: dict, *, xlabel: str, ylabel: str, ax=None):
         ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    _title(ax, f"{ylabel} against {xlabel}, mean ± std over seeds")
     ax.legend()
     ax.grid(alpha=0.3)
     return ax
@@ -64,6 +73,7 @@ def weight_histogram(model, ax=None, *, bins: int = 80, label: str | None = None
     ax.hist(weights.numpy(), bins=bins, alpha=0.6, label=label)
     ax.set_xlabel("weight value")
     ax.set_ylabel("count")
+    _title(ax, "Weights of the Linear and Conv layers" + (" (non-zero only)" if nonzero_only else ""))
     if label:
         ax.legend()
     return ax

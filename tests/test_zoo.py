@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from kdlab import data, evaluate
+from kdlab import data, evaluate, train
 from kdlab.models import zoo
 
 
@@ -36,3 +37,15 @@ def test_a_model_trained_without_the_validation_part_is_cached_apart(tmp_path, m
     carved = zoo.pretrained("mlp-tiny", data=split.with_validation(0.2), epochs=1)
     assert len(list(tmp_path.glob("*.pt"))) == 2
     assert not torch.equal(full.state_dict()["layers.0.weight"], carved.state_dict()["layers.0.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, goal", [("cnn-teacher", 0.985), ("mlp-teacher", 0.965)])
+def test_mnist_5k_teachers_reach_their_stated_accuracy(preset, goal):
+    """The recipes of zoo.DATASET_RECIPES['mnist-5k'], trained with one thread as the
+    lessons train them (so the lessons find these models in the cache)."""
+    train.seed_everything(0)
+    split = data.load_dataset("mnist-5k", flat=preset.startswith("mlp"))
+    model = zoo.pretrained(preset, "mnist-5k", data=split)
+    accuracy = evaluate.accuracy(model, split.test)
+    assert accuracy >= goal, f"{preset} on mnist-5k: {accuracy:.4f} < {goal}"

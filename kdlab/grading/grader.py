@@ -149,8 +149,10 @@ def quote(text, limit: int = 120) -> str:
 
 def _name(text) -> str:
     """An exception's type name as the notebook gave it, reduced to a Python name."""
-    name = re.sub(r"[^A-Za-z0-9_.]", "", clean(text))[:60]
-    return name or "an exception"
+    name = clean(text).strip()
+    if re.fullmatch(r"[A-Za-z_][\w.]{0,59}", name):
+        return name
+    return f"an exception named {quote(name, 60)}"
 
 
 # ---------------------------------------------------------------- submissions
@@ -274,6 +276,7 @@ class Result:
     submission: str = ""
     lesson: str = ""
     sha256: str = ""
+    cpu: float = 0.0                # CPU seconds of the kernel and what it started
 
     @property
     def total(self) -> float:
@@ -585,7 +588,7 @@ async def _run(sub: Submission, nb, result: Result, items: list, setup: _Setup, 
         env.update(KDLAB_PROGRESS="0", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
                    TMPDIR=str(source))
     client = _client_class()(
-        nb, km=manager, allow_errors=True, startup_timeout=60, log=_logger(),
+        nb, km=manager, allow_errors=True, startup_timeout=max(60, timeout), log=_logger(),
         shutdown_kernel="immediate",
         timeout_func=lambda cell: max(1, int(deadline[0] - loop.time())),
         on_cell_executed=on_executed, resources={"metadata": {"path": str(source)}})
@@ -632,10 +635,33 @@ async def _run(sub: Submission, nb, result: Result, items: list, setup: _Setup, 
         result.status = "error"
         result.reason = "the kernel did not start (is --memory or --processes too low?)"
     finally:
+        provisioner = getattr(client.km, "provisioner", None) if client.km is not None else None
+        result.cpu = _tree_cpu(getattr(provisioner, "pid", None))
         await asyncio.shield(_stop_kernel(client))
     result.notes = [_raised(*e) for e in errors]
     for flag in flags:
         _flag(result, flag)
+
+
+def _tree_cpu(pid) -> float:
+    """CPU seconds (user + system, finished children included) of ``pid`` and every
+    process below it, read from /proc; 0 where that is not available."""
+    if not pid:
+        return 0.0
+    ticks, total, stack, seen = os.sysconf("SC_CLK_TCK"), 0, [int(pid)], set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+            for task in os.listdir(f"/proc/{current}/task"):
+                stack += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / ticks
 
 
 async def _stop_kernel(client) -> None:
@@ -673,13 +699,12 @@ async def _grade_one(sub: Submission, setup: _Setup) -> Result:
     for other in _other_lessons(nb, sub.lesson):
         _flag(result, f"{OTHER_LESSON}:{other}")
     where = reaches_into_grader(nb)
+    static_notes = [where] if where else []
     if where:
         _flag(result, INTERNALS)
-        result.notes.append(where)
     setup.counter[0] += 1
     root = setup.folder / f"s{setup.counter[0]}"
     root.mkdir(mode=0o700)
-    static_notes = list(result.notes)
     try:
         # the backstop for a kernel that ignores every deadline
         await asyncio.wait_for(_run(sub, nb, result, items, setup, root), 2 * setup.timeout + 120)
@@ -821,6 +846,8 @@ def grade(paths, *, timeout: float = 120, jobs: int = 1, lesson: str | None = No
     if not isinstance(secret, str) or not secret:
         raise ValueError(f"secret must be a non-empty string, got {secret!r}")
     isolation(unsafe_no_sandbox, limits)
+    if not subs:
+        return []
     sandboxed = not unsafe_no_sandbox
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
@@ -1076,7 +1103,7 @@ def feedback_name(path: str, paths) -> str:
 def feedback_file(relative: str) -> str:
     """The feedback file of the submission at ``relative`` (below the submissions root)."""
     stem = re.sub(r"[\\/]", "__", os.path.splitext(relative)[0])
-    stem = re.sub(r"[^\w.\-]", "_", clean(stem)).lstrip(".") or "submission"
+    stem = re.sub(r"[^\w.\-]+", "_", clean(stem)).lstrip(".") or "submission"
     return stem + ".txt"
 
 

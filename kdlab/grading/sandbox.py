@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import site
 import stat
@@ -71,6 +72,9 @@ if c.get("drop"):  # root set the sandbox up; the kernel runs as nobody, in a us
     os.setuid(c["drop"])
     import ctypes
     ctypes.CDLL(None, use_errno=True).unshare(0x10000000)  # CLONE_NEWUSER: processes counted per sandbox
+if c.get("sandboxed"):  # no setuid bit or file capability grants anything from here on
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
 if c.get("pdeathsig"):
     import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
@@ -128,6 +132,23 @@ def _as_root() -> bool:
 
 
 @lru_cache(maxsize=None)
+def features() -> frozenset:
+    """The options this bwrap knows (older ones lack --disable-userns, --size, --perms)."""
+    tool = find_tool()
+    if tool is None:
+        return frozenset()
+    try:
+        out = subprocess.run([tool, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(re.findall(r"(--[a-z][a-z0-9-]*)", out.stdout + out.stderr))
+
+
+def _perms(mode: str) -> list:
+    return ["--perms", mode] if "--perms" in features() else []
+
+
+@lru_cache(maxsize=None)
 def probe() -> tuple:
     """``(tool, version, None)`` when a sandbox can be made here, else
     ``(tool or None, "", why not)``."""
@@ -153,7 +174,8 @@ def _namespaces() -> list:
               "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "grading"]
     if _as_root():  # the start script drops to nobody: it keeps only what that takes
         return common + ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    return common + ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    nested = ["--disable-userns"] if "--disable-userns" in features() else []
+    return common + ["--unshare-user", *nested, "--cap-drop", "ALL"]
 
 
 class _Mounts:
@@ -173,7 +195,7 @@ class _Mounts:
                 continue
             if any(_inside(parent, Path(m)) for m in self.mounted):
                 return  # inside a bound folder: it is there already
-            self.args += ["--perms", mode, "--dir", text]
+            self.args += [*_perms(mode), "--dir", text]
             self.made.add(text)
 
     def folder(self, dest: str, mode: str = "0755") -> None:
@@ -187,7 +209,8 @@ class _Mounts:
 
     def tmpfs(self, dest: str, size: int) -> None:
         self._parents(dest)
-        self.args += ["--perms", "1777", "--size", str(size), "--tmpfs", dest]
+        size = ["--size", str(size)] if "--size" in features() else []
+        self.args += [*_perms("1777"), *size, "--tmpfs", dest]
         self.made.add(dest)
 
     def symlink(self, target: str, dest: str) -> None:
@@ -341,7 +364,7 @@ def sandboxed_command(shared: Shared, *, source: Path, ctl: Path, run: Path,
     mounts.bind(run, writable=True)
     config = {"limits": shared.limits.rlimits(sandboxed=True), "source": SOURCE, "work": WORK,
               "copies": copies, "argv": kernel_argv(connection_file, extra),
-              "drop": NOBODY if _as_root() else None}
+              "drop": NOBODY if _as_root() else None, "sandboxed": True}
     return [shared.tool, *_namespaces(), *mounts.args, "--remount-ro", "/", "--chdir", "/",
             "--unsetenv", "JPY_PARENT_PID",  # its parent is the sandbox, not the grader
             "--", sys.executable, "-I", "-S", "-c", _START, json.dumps(config)]
@@ -362,10 +385,13 @@ def describe(sandboxed: bool, limits: Limits) -> str:
     if sandboxed:
         tool, version, _ = probe()
         user = " as user nobody" if _as_root() else ""
+        disk = (f"{limits.disk / 2**30:g} GiB of files" if "--size" in features()
+                else f"{limits.file_size / 2**30:g} GiB per file, tmpfs without a size limit "
+                     f"(bwrap lacks --size)")
         return (f"isolation: {version or TOOL} sandbox per kernel{user} (no network, no other "
                 f"submission or process, read-only Python and kdlab without its graded items, "
                 f"private /tmp and model cache; {gib:g} GiB per process, {limits.processes} "
-                f"processes, {limits.disk / 2**30:g} GiB of files)")
+                f"processes, {disk})")
     return ("isolation: NONE (--unsafe-no-sandbox): each notebook runs as this user and can read "
             "and change whatever you can, including other submissions and the gradebook, use the "
             f"network and leave processes behind ({gib:g} GiB per process)")

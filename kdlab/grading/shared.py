@@ -43,29 +43,31 @@ def fraction(generator: torch.Generator) -> float:
 # --------------------------------------------------------------------------- measured once
 
 @lru_cache(maxsize=None)
-def digits(flat: bool = True):
-    """The digits split of seed 0 (flat vectors, or 1x8x8 images)."""
+def digits(flat: bool = True, validation: float | None = None):
+    """The digits split of seed 0 (flat vectors, or 1x8x8 images), with a validation part
+    of the fraction ``validation`` carved out of its training part if given."""
     from kdlab.data import load_digits
 
-    return load_digits(flat=flat)
+    split = load_digits(flat=flat)
+    return split if validation is None else split.with_validation(validation)
 
 
 @lru_cache(maxsize=None)
-def trained(preset: str, flat: bool = True):
-    """``kdlab.models.pretrained(preset)`` on :func:`digits`; shared, so never change it
-    (prune or train a copy)."""
+def trained(preset: str, flat: bool = True, validation: float | None = None):
+    """``kdlab.models.pretrained(preset)`` trained on the training part of :func:`digits`;
+    shared, so never change it (prune or train a copy)."""
     from kdlab.models import pretrained
 
     with num_threads(1):
-        return pretrained(preset, data=digits(flat))
+        return pretrained(preset, data=digits(flat, validation))
 
 
-def pruned(preset: str, amount: float):
+def pruned(preset: str, amount: float, validation: float | None = None):
     """A copy of :func:`trained` with the fraction ``amount`` of its prunable weights
     removed by global magnitude, without fine-tuning."""
     from kdlab.prune import magnitude_prune
 
-    model = copy.deepcopy(trained(preset))
+    model = copy.deepcopy(trained(preset, validation=validation))
     magnitude_prune(model, amount)
     return model
 

@@ -1,13 +1,15 @@
 """Pruning that stays pruned, gets faster and saves smaller.
 
 - :mod:`~kdlab.prune.masks`         prunable weights, :class:`PruningMasks`, :func:`sparsity`
+- :mod:`~kdlab.prune.importance`    importance criteria shared by every kind of pruning
 - :mod:`~kdlab.prune.unstructured`  magnitude, threshold, random, Taylor and SNIP pruning
 - :mod:`~kdlab.prune.schedules`     one-shot, iterative and AGP schedules (training callbacks)
-- :mod:`~kdlab.prune.graph`         channel groups tied together, found by ``torch.export``
-- :mod:`~kdlab.prune.structured`    channel pruning into a new, smaller model
+- :mod:`~kdlab.prune.graph`         channel groups tied together, found by ``torch.export``;
+                                    :func:`explain` says what froze the others
+- :mod:`~kdlab.prune.structured`    channel, head and unit pruning into a new, smaller model
+- :mod:`~kdlab.prune.units`         attention heads, recurrent hidden units, embedding rows
 - :mod:`~kdlab.prune.sparse_io`     checkpoints that store only the non-zeros
 - :mod:`~kdlab.prune.sensitivity`   per-layer sensitivity scan and its plot
-- :mod:`~kdlab.prune.beyond_cnn`    GRU hidden units, attention heads, embedding rows
 
 Unlike ``torch.nn.utils.prune``: ``amount`` is the fraction removed in total; masks
 are kept by re-applying them after each optimizer step, not by forward hooks, so the
@@ -22,24 +24,27 @@ just work; structured pruning really removes channels.
 >>> round(prune.sparsity(model)["global"], 3)
 0.9
 """
-from kdlab.prune.beyond_cnn import (PrunedEmbedding, embedding_row_scores, gru_unit_scores,
-                                    head_scores, prune_embedding_rows, prune_gru_units, prune_heads)
-from kdlab.prune.graph import ChannelGroup, channel_groups
+from kdlab.prune.graph import ChannelGroup, Explanation, channel_groups, explain
+from kdlab.prune.importance import (BNScale, BNScalePenalty, Importance, Magnitude, Random, Snip, Taylor)
 from kdlab.prune.masks import PruningMasks, SparsityLog, prunable_weights, sparsity
 from kdlab.prune.schedules import AGP, Iterative, OneShot, Schedule
 from kdlab.prune.sensitivity import SensitivityScan, plot_sensitivity, sensitivity_scan
 from kdlab.prune.sparse_io import load_sparse, save_sparse, sparse_size_bytes
-from kdlab.prune.structured import channel_scores, select_channels, structured_prune
-from kdlab.prune.unstructured import (gradient_prune, gradient_scores, magnitude_prune,
-                                      masks_from_scores, random_prune, std_threshold_prune,
-                                      threshold_prune)
+from kdlab.prune.structured import (Selection, channel_scores, remove_channels, select_channels,
+                                    structured_prune, zero_channels)
+from kdlab.prune.units import (PrunedEmbedding, embedding_row_scores, gru_unit_scores, head_scores,
+                               prune_embedding_rows, prune_gru_units, prune_heads)
+from kdlab.prune.unstructured import (gradient_prune, gradient_scores, magnitude_prune, masks_from_scores,
+                                      random_prune, std_threshold_prune, threshold_prune, unstructured_prune)
 
 __all__ = [
     "PruningMasks", "prunable_weights", "sparsity", "SparsityLog",
+    "Importance", "Magnitude", "Random", "Taylor", "Snip", "BNScale", "BNScalePenalty",
     "magnitude_prune", "threshold_prune", "std_threshold_prune", "random_prune",
-    "gradient_prune", "gradient_scores", "masks_from_scores",
+    "gradient_prune", "gradient_scores", "masks_from_scores", "unstructured_prune",
     "Schedule", "OneShot", "Iterative", "AGP",
-    "ChannelGroup", "channel_groups", "channel_scores", "select_channels", "structured_prune",
+    "ChannelGroup", "channel_groups", "explain", "Explanation",
+    "channel_scores", "select_channels", "remove_channels", "structured_prune", "zero_channels", "Selection",
     "save_sparse", "load_sparse", "sparse_size_bytes",
     "SensitivityScan", "sensitivity_scan", "plot_sensitivity",
     "gru_unit_scores", "prune_gru_units", "head_scores", "prune_heads",

@@ -32,9 +32,9 @@ def sensitivity_scan(model, data, amounts, layers=None) -> SensitivityScan:
     model's training (``split.val`` of :meth:`kdlab.data.Split.with_validation`),
     never the test part that will report the pruned model's accuracy.
 
-    >>> from kdlab import data, prune, zoo
+    >>> from kdlab import data, models, prune
     >>> split = data.load_digits().with_validation(0.2)
-    >>> model = zoo.pretrained("mlp-student", data=split)
+    >>> model = models.pretrained("mlp-student", data=split)
     >>> scan = prune.sensitivity_scan(model, split.val, [0.5, 0.9])
     >>> sorted(scan.accuracy)
     ['layers.0', 'layers.2']

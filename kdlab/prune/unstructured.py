@@ -1,12 +1,14 @@
 """Unstructured (weight-by-weight) pruning: score every prunable weight, remove
 the lowest-scoring ones, keep the rest.
 
-Criteria (higher score = more important):
+Criteria (higher score = more important), the objects of :mod:`kdlab.prune.importance`:
 
 - magnitude  |w|                      (Han et al. 2015)
 - random     u ~ U(0, 1)              (the baseline every criterion must beat)
 - taylor     sum over batches (g*w)^2 (Molchanov et al. 2019, per weight)
 - snip       |g*w| / sum_k |g_k*w_k|  (Lee et al. 2019, on the summed gradient)
+- your own:  any :class:`~kdlab.prune.Importance` with ``weight_scores``
+  (:func:`unstructured_prune`)
 
 ``amount`` is always the fraction of the prunable weights removed **in total**
 (not of what remains, unlike ``torch.nn.utils.prune``): ``round(amount * n)``
@@ -21,10 +23,10 @@ Tie rule: weights whose score equals the k-th smallest are pruned in flat order
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kdlab import _validate
+from kdlab.prune.importance import Importance, Magnitude, Random, Snip, Taylor, batch_gradients  # noqa: F401
 from kdlab.prune.masks import PruningMasks, prunable_weights
 
 SCOPES = ("global", "layer")
@@ -68,6 +70,30 @@ def masks_from_scores(model: nn.Module, scores: dict, amount: float, *, scope: s
     return PruningMasks(model, masks).apply()
 
 
+def unstructured_prune(model: nn.Module, amount: float, importance: Importance, *, scope: str = "global",
+                       layers=None, previous: PruningMasks | None = None) -> PruningMasks:
+    """Remove the fraction ``amount`` in [0, 1] of the prunable weights with the lowest
+    ``importance.weight_scores`` (any :class:`~kdlab.prune.Importance`: ``Magnitude()``,
+    ``Random(seed)``, ``Taylor(data)``, ``Snip(data)`` or your own), over all layers
+    (``scope="global"``) or in each layer (``"layer"``); ``layers`` restricts pruning to
+    some layers (names or modules).
+
+    >>> from kdlab import data, models, prune
+    >>> model = models.create("mlp-student")
+    >>> masks = prune.unstructured_prune(model, 0.5, prune.Taylor(data.load_digits(), batches=2))
+    >>> round(masks.sparsity, 2)
+    0.5
+    """
+    _validate.fraction("amount", amount)
+    _validate.choice("scope", scope, SCOPES)
+    if not isinstance(importance, Importance):
+        raise TypeError(f"importance must be a kdlab.prune.Importance such as prune.Magnitude(), "
+                        f"got {type(importance).__name__}")
+    weights = prunable_weights(model, layers)
+    return masks_from_scores(model, importance.weight_scores(model, weights), amount, scope=scope,
+                             previous=previous)
+
+
 def magnitude_prune(model: nn.Module, amount: float, *, scope: str = "global", layers=None,
                     previous: PruningMasks | None = None) -> PruningMasks:
     """Remove the fraction ``amount`` in [0, 1] of the prunable weights with the
@@ -83,7 +109,7 @@ def magnitude_prune(model: nn.Module, amount: float, *, scope: str = "global", l
     _validate.fraction("amount", amount)
     _validate.choice("scope", scope, SCOPES)
     weights = prunable_weights(model, layers)
-    return masks_from_scores(model, {n: w.abs() for n, w in weights.items()}, amount,
+    return masks_from_scores(model, Magnitude().weight_scores(model, weights), amount,
                              scope=scope, previous=previous)
 
 
@@ -99,9 +125,8 @@ def random_prune(model: nn.Module, amount: float, *, seed: int = 0, scope: str =
     seed = _validate.positive_int("seed", seed, allow_zero=True)
     _validate.choice("scope", scope, SCOPES)
     weights = prunable_weights(model, layers)
-    gen = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(w.shape, generator=gen) for n, w in weights.items()}
-    return masks_from_scores(model, scores, amount, scope=scope, previous=previous)
+    return masks_from_scores(model, Random(seed).weight_scores(model, weights), amount, scope=scope,
+                             previous=previous)
 
 
 def threshold_prune(model: nn.Module, threshold: float, *, layers=None) -> PruningMasks:
@@ -129,41 +154,14 @@ def std_threshold_prune(model: nn.Module, quality: float, *, layers=None) -> Pru
                                 for n, w in weights.items()}).apply()
 
 
-def batch_gradients(model: nn.Module, data, params: list, *, loss_fn=None, batches: int = 1,
-                    batch_size: int = 128):
-    """Yield, for each of the first ``batches`` batches of ``data``, the detached gradients
-    of ``loss_fn(model(x), y)`` (cross-entropy by default) with respect to ``params``.
-
-    The model runs in eval mode (no dropout, BatchNorm statistics untouched) and gets
-    its mode back afterwards; ``.grad`` fields are left alone (``torch.autograd.grad``).
-    Every gradient criterion of kdlab (Taylor, SNIP, channel and unit scores) uses it."""
-    from kdlab.train import as_loader
-
-    if data is None:
-        raise ValueError("data is required: gradient criteria need batches (x, y) to compute gradients")
-    batches = _validate.positive_int("batches", batches)
-    loader = as_loader(data, batch_size=batch_size, shuffle=False)
-    loss_fn = loss_fn or F.cross_entropy
-    device = params[0].device
-    was_training = model.training
-    model.eval()
-    try:
-        for i, batch in enumerate(loader):
-            if i == batches:
-                break
-            x, y = batch[0].to(device), batch[1].to(device)
-            yield [g.detach() for g in torch.autograd.grad(loss_fn(model(x), y), params)]
-    finally:
-        model.train(was_training)
-
-
 def gradient_scores(model: nn.Module, data, *, criterion: str = "taylor", loss_fn=None,
                     batches: int = 1, batch_size: int = 128, layers=None) -> dict:
     """Per-weight importance from gradients of the loss on ``batches`` batches of ``data``.
 
-    - ``"taylor"``: sum over batches of (g_b * w)^2, g_b the batch gradient.
+    - ``"taylor"``: sum over batches of (g_b * w)^2, g_b the batch gradient
+      (:class:`~kdlab.prune.Taylor`).
     - ``"snip"``: |g * w| / sum_k |g_k * w_k| with g summed over the batches
-      (the normalisation spans all the layers scored).
+      (the normalisation spans all the layers scored; :class:`~kdlab.prune.Snip`).
 
     The model runs in eval mode (no dropout, BatchNorm statistics untouched) and its
     ``.grad`` fields are left alone (gradients come from ``torch.autograd.grad``).
@@ -172,16 +170,8 @@ def gradient_scores(model: nn.Module, data, *, criterion: str = "taylor", loss_f
         raise ValueError("data is required: gradient criteria need batches (x, y) to compute gradients")
     _validate.choice("criterion", criterion, GRADIENT_CRITERIA)
     weights = prunable_weights(model, layers)
-    acc = {n: torch.zeros_like(w) for n, w in weights.items()}
-    for grads in batch_gradients(model, data, list(weights.values()), loss_fn=loss_fn,
-                                 batches=batches, batch_size=batch_size):
-        for (n, w), g in zip(weights.items(), grads):
-            acc[n] += (g * w.detach()) ** 2 if criterion == "taylor" else g
-    if criterion == "taylor":
-        return acc
-    saliency = {n: (acc[n] * w.detach()).abs() for n, w in weights.items()}
-    total = sum(s.sum() for s in saliency.values()).clamp(min=torch.finfo(torch.float32).tiny)
-    return {n: s / total for n, s in saliency.items()}
+    cls = Taylor if criterion == "taylor" else Snip
+    return cls(data, loss_fn=loss_fn, batches=batches, batch_size=batch_size).weight_scores(model, weights)
 
 
 def gradient_prune(model: nn.Module, amount: float, data, *, loss_fn=None, criterion: str = "taylor",
