@@ -802,69 +802,58 @@ class Graph:
         self.freeze_dims([lx[d]], node, "selects one channel")
         self.lay[node] = lx[:d] + lx[d + 1:]
 
-    def _sub_range(self, node, lay, size, start, end):
-        if start == 0 and end == size:
-            return lay
-        if lay is None or self.sp.is_frozen(lay):
-            return self.fresh(end - start, node, "sliced positions")
-        points = [p for p in (start, end) if 0 < p < size]
-        pieces = self.sp.cut(lay, points)
-        if pieces is None:
-            self.freeze_dims([lay], node, "slices inside a channel")
-            return self.fresh(end - start, node, "sliced positions")
-        return pieces[1] if start > 0 else pieces[0]
-
     def _op_slice(self, node) -> None:
         lx, sx = self.L(node.args[0]), _shape(node.args[0])
         d = _arg(node, 1, "dim", 0) % len(lx)
         start, end, step = _arg(node, 2, "start"), _arg(node, 3, "end"), _arg(node, 4, "step", 1)
         start, end, _ = slice(start, end, step).indices(sx[d])
         out = list(lx)
-        if step == 1:
-            out[d] = self._sub_range(node, lx[d], sx[d], start, max(start, end))
-        else:
-            self.freeze_dims([lx[d]], node, "takes every few channels")
+        if (start, end, step) != (0, sx[d], 1):
+            # the bounds are numbers in the code: they would not move with pruned channels
+            self.freeze_dims([lx[d]], node, "takes channels at fixed positions")
             out[d] = self.fresh(_shape(node)[d], node, "sliced positions")
         self.lay[node] = tuple(out)
 
     def _op_narrow(self, node) -> None:
-        lx, sx = self.L(node.args[0]), _shape(node.args[0])
-        d, start, length = node.args[1] % len(lx), node.args[2] % _shape(node.args[0])[node.args[1]], node.args[3]
+        lx = self.L(node.args[0])
+        d = node.args[1] % len(lx)
         out = list(lx)
-        out[d] = self._sub_range(node, lx[d], sx[d], start, start + length)
+        if _shape(node)[d] != _shape(node.args[0])[d]:
+            self.freeze_dims([lx[d]], node, "takes channels at fixed positions")
+            out[d] = self.fresh(_shape(node)[d], node, "sliced positions")
         self.lay[node] = tuple(out)
 
-    def _pieces(self, node, x, d, sizes) -> list:
-        lx, sx = self.L(x), _shape(x)
-        d %= len(lx)
-        bounds = [sum(sizes[:i]) for i in range(1, len(sizes))]
-        lay = lx[d]
-        if lay is None or self.sp.is_frozen(lay):
-            cut = None
-        else:
-            cut = self.sp.cut(lay, [b for b in bounds if 0 < b < sx[d]])
-            if cut is None:
-                self.freeze_dims([lay], node, "splits inside a channel")
-        out = []
-        for i, s in enumerate(sizes):
-            piece = cut[i] if cut is not None and len(cut) == len(sizes) else self.fresh(s, node, "split positions")
-            out.append(lx[:d] + (piece,) + lx[d + 1:])
-        return out
-
     def _op_split(self, node) -> None:
-        x, size = node.args[0], node.args[1]
-        d = _arg(node, 2, "dim", 0)
-        total = _shape(x)[d]
-        sizes = list(size) if isinstance(size, (list, tuple)) else [min(size, total - i) for i in range(0, total, size)]
-        self.lay[node] = self._pieces(node, x, d, sizes)
+        x = node.args[0]
+        lx = self.L(x)
+        d = _arg(node, 2, "dim", 0) % len(lx)
+        sizes = [int(v.shape[d]) for v in _val(node)]
+        if len(sizes) > 1:
+            self.freeze_dims([lx[d]], node, "splits channels at fixed sizes")
+        self.lay[node] = [lx[:d] + ((self.fresh(s, node, "split positions") if len(sizes) > 1 else lx[d]),)
+                          + lx[d + 1:] for s in sizes]
 
     _op_split_with_sizes = _op_split
 
     def _op_chunk(self, node) -> None:
-        x, chunks = node.args[0], node.args[1]
-        d = _arg(node, 2, "dim", 0)
+        """``chunk(n)`` cuts into n equal parts at run time: after pruning the parts
+        must still be equal, so they keep the same channels."""
+        x = node.args[0]
+        lx = self.L(x)
+        d = _arg(node, 2, "dim", 0) % len(lx)
         sizes = [int(v.shape[d]) for v in _val(node)]
-        self.lay[node] = self._pieces(node, x, d, sizes)
+        lay, pieces = lx[d], None
+        if len(sizes) == 1:
+            pieces = [lay]
+        elif lay is not None and not self.sp.is_frozen(lay) and len(set(sizes)) == 1:
+            pieces = self.sp.cut(lay, [sizes[0] * i for i in range(1, len(sizes))])
+            if pieces is not None:
+                for piece in pieces[1:]:
+                    self.unify(pieces[0], piece, node, "its equal parts hold different channels")
+        if pieces is None:
+            self.freeze_dims([lay], node, "splits channels unevenly")
+            pieces = [self.fresh(s, node, "split positions") for s in sizes]
+        self.lay[node] = [lx[:d] + (piece,) + lx[d + 1:] for piece in pieces]
 
     def _op_unbind(self, node) -> None:
         x = node.args[0]
@@ -924,7 +913,8 @@ class Graph:
 
     def _unit_run(self, name: str, run: list) -> None:
         inside = set(run)
-        inputs = list(dict.fromkeys(a for n in run for a in n.all_input_nodes if a not in inside))
+        inputs = list(dict.fromkeys(a for n in run for a in n.all_input_nodes
+                                    if a not in inside and a.name not in self.owner_of))
         outputs = [n for n in run if any(u not in inside for u in n.users)]
         for n in run:
             for a in n.all_input_nodes:
