@@ -9,7 +9,13 @@ Steps, each measured on this machine in this run:
    own ``results/*.md`` with a "Goals" table;
 2. the README's test command (``python -m pytest -n 2 --dist loadscope``), timed as
    a whole, with per-notebook execution times taken from its JUnit report (the sum
-   of a notebook's cell times; kernel start-up excluded).
+   of a notebook's cell times; kernel start-up excluded);
+3. every lesson with ``DATASET = "mnist-5k"``: a copy of the notebook with its parameter
+   cell changed, executed with nbclient and never saved over the lesson; a lesson whose
+   parameter cell does not name mnist-5k is listed as "digits only". Table (lesson,
+   result, seconds) in ``results/lessons_mnist5k.md`` and in ``RESULTS.md``.
+
+    python benchmarks/run_all.py --lessons-only 01 07   # step 3 alone, on lessons 01 and 07
 
 ``RESULTS.md`` collects every goal row (goal, measured, met), the machine, the
 per-notebook times with a plot, and links to the plots of each benchmark.
@@ -100,11 +106,87 @@ def plot_notebook_times(times: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def parameter_cell(nb):
+    """The cell tagged ``parameters`` of a notebook, or None."""
+    return next((c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])), None)
+
+
+def run_lesson(path: Path, dataset: str = "mnist-5k", timeout: int = 1800) -> tuple:
+    """Execute a copy of the lesson at ``path`` with ``DATASET = dataset``: ``(result, seconds)``.
+
+    ``result`` is ``"pass"``, ``"fail: <error>"`` or ``"digits only"`` when the ``DATASET``
+    line of the parameter cell (its value or its comment) does not name ``dataset`` (then
+    nothing runs and ``seconds`` is None). The copy is executed in the lesson's folder and
+    discarded; the lesson file is never written.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    cell = parameter_cell(nb)
+    pattern = re.compile(r'^DATASET\s*=\s*["\'][^"\']*["\']', re.M)
+    line = next((l for l in (cell.source.splitlines() if cell else []) if pattern.match(l)), "")
+    if dataset not in line:   # the DATASET line (value or comment) names the datasets the lesson supports
+        return "digits only", None
+    cell.source = pattern.sub(f'DATASET = "{dataset}"', cell.source, count=1)
+    env = {"KDLAB_PROGRESS": os.environ.get("KDLAB_PROGRESS")}
+    os.environ["KDLAB_PROGRESS"] = "0"
+    mpl = os.environ.pop("MPLBACKEND", None)
+    start = time.perf_counter()
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        result = "pass"
+    except Exception as error:  # a failing cell, a timeout or a dead kernel: reported, not raised
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+        last = (text.splitlines() or [type(error).__name__])[-1]
+        result = f"fail: {type(error).__name__}: {last[:120]}"
+    finally:
+        if env["KDLAB_PROGRESS"] is None:
+            os.environ.pop("KDLAB_PROGRESS", None)
+        else:
+            os.environ["KDLAB_PROGRESS"] = env["KDLAB_PROGRESS"]
+        if mpl is not None:
+            os.environ["MPLBACKEND"] = mpl
+    return result, time.perf_counter() - start
+
+
+def lessons_on_mnist5k(numbers=None) -> list:
+    """Step 3: ``(lesson, result, seconds)`` for every lesson (or those whose number is in ``numbers``)."""
+    rows = []
+    for path in sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb")):
+        if numbers and path.name[:2] not in numbers:
+            continue
+        result, seconds = run_lesson(path)
+        rows.append((path.stem, result, seconds))
+        print(f"{path.stem} with mnist-5k: {result}" + (f" in {seconds:.0f} s" if seconds is not None else ""),
+              flush=True)
+    return rows
+
+
+def lessons_table(rows) -> list:
+    lines = ["## Lessons with `DATASET = \"mnist-5k\"`", "",
+             "Each lesson whose parameter cell names mnist-5k, executed as a copy with that dataset (nbclient, "
+             "one kernel at a time, wall seconds on this machine); the others run on the 8x8 digits only.", "",
+             "| lesson | result | seconds |", "|---|---|---|"]
+    lines += [f"| {name} | {result.replace('|', '/')} | {'-' if s is None else f'{s:.0f}'} |" for name, result, s in rows]
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke-run each benchmark, write nothing")
     parser.add_argument("--skip-suite", action="store_true", help="do not run the test suite")
+    parser.add_argument("--skip-lessons", action="store_true", help="do not run the lessons with mnist-5k")
+    parser.add_argument("--lessons-only", nargs="*", metavar="NN", default=None,
+                        help="run only step 3 (all lessons, or those numbered NN) and write results/lessons_mnist5k.md")
     args = parser.parse_args(argv)
+    if args.lessons_only is not None:
+        rows = lessons_on_mnist5k(set(args.lessons_only))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "lessons_mnist5k.md").write_text("\n".join(lessons_table(rows)) + "\n")
+        print("wrote benchmarks/results/lessons_mnist5k.md")
+        return 0 if all(not r.startswith("fail") for _, r, _ in rows) else 1
     logs = ROOT / "benchmarks" / "_work"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -136,6 +218,17 @@ def main(argv=None) -> int:
             goals.append(("course", f"no notebook over {NOTEBOOK_GOAL_S:.0f} s",
                           f"slowest {slowest}: {times[slowest]:.1f} s",
                           "yes" if times[slowest] <= NOTEBOOK_GOAL_S else "no"))
+    lesson_rows = []
+    if not args.skip_lessons and not args.quick:
+        start = time.perf_counter()
+        lesson_rows = lessons_on_mnist5k()
+        failed = [name for name, result, _ in lesson_rows if result.startswith("fail")]
+        steps.append(("lessons with mnist-5k", len(failed), time.perf_counter() - start))
+        (RESULTS / "lessons_mnist5k.md").write_text("\n".join(lessons_table(lesson_rows)) + "\n")
+        ran = [r for r in lesson_rows if r[1] != "digits only"]
+        goals.append(("course", "every lesson that names mnist-5k runs end to end with it",
+                      f"{len(ran) - len(failed)} of {len(ran)} pass; {len(lesson_rows) - len(ran)} digits only",
+                      "yes" if not failed else "no"))
     if args.quick:
         return 0 if all(code == 0 for _, code, _ in steps) else 1
 
@@ -160,6 +253,8 @@ def main(argv=None) -> int:
                   "| notebook | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
         lines += ["", "![notebook times](results/notebook_times.png)"]
+    if lesson_rows:
+        lines += [""] + lessons_table(lesson_rows)
     (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print("wrote benchmarks/RESULTS.md")
     return 0 if all(code == 0 for _, code, _ in steps) else 1

@@ -409,15 +409,19 @@ def _digests(*folders: Path) -> dict:
 
 
 def _left_over() -> list:
-    """Processes of a grading run still alive: kernels and what they started."""
+    """Processes of finished grading runs still alive: kernels and what they started
+    (each carries its run's id, the name of the run's temporary folder, which is gone
+    when the run has ended)."""
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if MARKER.encode() in cmdline or b"KDLAB_GRADING_SANDBOX=1" in environ.split(b"\0"):
+        runs = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"KDLAB_GRADING_RUN=")]
+        finished = any(not (Path(tempfile.gettempdir()) / run).exists() for run in runs)
+        if finished or MARKER.encode() in cmdline:
             left.append((pid, cmdline.replace(b"\0", b" ")[:100]))
     return left
 
@@ -437,7 +441,7 @@ def batch(tmp_path_factory):
     expected = json.loads((FIXTURES / "expected.json").read_text())
     tmp = tmp_path_factory.mktemp("class")
     root = tmp / "submitted"
-    looping = [name for name in expected if expected[name]["status"] == "timeout"]
+    looping = [Path(name).stem for name in expected if expected[name]["status"] == "timeout"]
     for name in expected:
         _layout(root, {f"{Path(name).stem}/{_assignment(name)}/{name}": FIXTURES / name})
     for student in ("alice", "zoe"):

@@ -38,3 +38,16 @@ def test_no_control_characters(path):
 
 def test_the_check_sees_a_bell():
     assert CONTROL.search("$(1-\alpha)$") and not CONTROL.search("a\tb\nc")
+
+
+WIDEST = 150  # characters of monospace output that fit a 1400-px JupyterLab window without wrapping
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.parent.name != "exercises"],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_printed_lines_fit_the_window(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    wide = [f"cell {i}: {len(line)} characters: {line[:60]}..."
+            for i, cell in enumerate(nb["cells"]) for where, text in _texts(cell) if where != "source"
+            for line in text.splitlines() if len(line) > WIDEST]
+    assert not wide, "printed lines wider than the window:\n" + "\n".join(wide)

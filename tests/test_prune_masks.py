@@ -259,6 +259,67 @@ def test_load_sparse_refuses_other_files(lenet, tmp_path):
         prune.load_sparse(tmp_path / "dense.pt", lenet)
 
 
+def test_load_sparse_never_loads_a_corrupted_file(lenet, tmp_path):
+    prune.magnitude_prune(lenet, 0.9)
+    path = tmp_path / "m.kds"
+    prune.save_sparse(lenet, path)
+    good = path.read_bytes()
+    reference = {k: v.clone() for k, v in lenet.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    errors = 0
+    for _ in range(25):
+        bad = bytearray(good)
+        i = int(torch.randint(len(bad), (1,), generator=gen))
+        bad[i] ^= 1 << int(torch.randint(8, (1,), generator=gen))
+        path.write_bytes(bytes(bad))
+        try:
+            loaded = prune.load_sparse(path, models.create("lenet-300-100"))
+        except ValueError as e:
+            errors += 1
+            assert "m.kds" in str(e)
+            continue
+        # a flip in bytes no record uses (zip padding, a duplicate header field) changes nothing
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in reference.items())
+    assert errors >= 20
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "is empty"),
+    (b"weights: 0.1 0.2\n" * 20, "not a torch.save archive"),
+    (bytes(range(256)) * 2, "not a torch.save archive"),
+    ("truncated", "truncated or damaged"),
+])
+def test_load_sparse_names_the_file_and_the_problem(lenet, tmp_path, content, message):
+    path = tmp_path / "bad.kds"
+    if content == "truncated":
+        prune.save_sparse(lenet, path)
+        content = path.read_bytes()[: len(path.read_bytes()) // 2]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        prune.load_sparse(path, lenet)
+    assert "bad.kds" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="nothing.kds"):
+        prune.load_sparse(tmp_path / "nothing.kds", lenet)
+
+
+# --- masks and copies ---------------------------------------------------------------
+
+def test_masks_rebind_to_a_copy_and_refuse_another_optimizer(lenet):
+    masks = prune.magnitude_prune(lenet, 0.9)
+    twin = copy.deepcopy(lenet)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9)
+    with pytest.raises(ValueError, match=r"rebind\(copy\)"):
+        masks.attach(optimizer)
+    twin_masks = masks.rebind(twin)
+    twin_masks.attach(optimizer)
+    steps(twin, optimizer, 5)
+    assert torch.count_nonzero(pruned_entries(twin, twin_masks)) == 0
+    model2, masks2 = copy.deepcopy((lenet, masks))
+    assert masks2.model is model2 and masks2.sparsity == masks.sparsity
+    with pytest.raises(ValueError, match="rebind"):
+        train.fit(twin, data.load_digits(), epochs=1, callbacks=[masks.callback()], progress=False)
+
+
 # --- sensitivity --------------------------------------------------------------------
 
 def test_sensitivity_scan(split):

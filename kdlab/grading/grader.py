@@ -636,40 +636,58 @@ async def _run(sub: Submission, nb, result: Result, items: list, setup: _Setup, 
         result.reason = "the kernel did not start (is --memory or --processes too low?)"
     finally:
         provisioner = getattr(client.km, "provisioner", None) if client.km is not None else None
-        result.cpu = _tree_cpu(getattr(provisioner, "pid", None))
-        await asyncio.shield(_stop_kernel(client))
+        result.cpu, pids = _tree(getattr(provisioner, "pid", None))
+        # ended, and everything it started too (the sandbox dies with its bwrap)
+        await asyncio.shield(_stop_kernel(client, pids))
     result.notes = [_raised(*e) for e in errors]
     for flag in flags:
         _flag(result, flag)
 
 
-def _tree_cpu(pid) -> float:
-    """CPU seconds (user + system, finished children included) of ``pid`` and every
-    process below it, read from /proc; 0 where that is not available."""
+def _tree(pid) -> tuple:
+    """``(cpu, pids)``: CPU seconds (user + system, finished children included) of ``pid``
+    and every process below it, and their ids; read from /proc (0 and [] without it)."""
     if not pid:
-        return 0.0
-    ticks, total, stack, seen = os.sysconf("SC_CLK_TCK"), 0, [int(pid)], set()
+        return 0.0, []
+    ticks, total, stack, seen = os.sysconf("SC_CLK_TCK"), 0, [int(pid)], []
     while stack:
         current = stack.pop()
         if current in seen:
             continue
-        seen.add(current)
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+            seen.append(current)
             for task in os.listdir(f"/proc/{current}/task"):
                 stack += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
         except (OSError, ValueError, IndexError):
             continue
-    return total / ticks
+    return total / ticks, seen
 
 
-async def _stop_kernel(client) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+async def _gone(pids: list, seconds: float = 10.0) -> None:
+    """Wait until the processes ``pids`` have ended (at most ``seconds``)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end and any(_alive(p) for p in pids):
+        await asyncio.sleep(0.05)
+
+
+async def _stop_kernel(client, pids=()) -> None:
     try:
         if client.km is not None:
             await client._async_cleanup_kernel()
     except Exception:  # the kernel is gone either way
         pass
+    await _gone(list(pids))
 
 
 async def _grade_one(sub: Submission, setup: _Setup) -> Result:

@@ -255,7 +255,8 @@ class Graph:
         self._run()
 
     # ---------------------------------------------------------------- helpers
-    def L(self, node):
+    def dims(self, node):
+        """The layouts of ``node``'s dims (a tuple), or None for a non-tensor or a tuple of tensors."""
         lay = self.lay.get(node) if isinstance(node, torch.fx.Node) else None
         return lay if isinstance(lay, tuple) else None
 
@@ -309,7 +310,6 @@ class Graph:
             elif node.op == "output":
                 for out in torch.utils._pytree.tree_leaves(node.args):
                     if isinstance(out, torch.fx.Node):
-                        self.used.add(out)
                         for lay in self._all_layouts(out):
                             if lay is not None:
                                 self.sp.freeze(lay, Reason("output"))
@@ -391,7 +391,7 @@ class Graph:
             size = out_shape[-k]
             tied = []
             for t in tensors:
-                shape, lay = _shape(t), self.L(t)
+                shape, lay = _shape(t), self.dims(t)
                 if shape is None or lay is None or len(shape) < k or shape[-k] != size:
                     continue
                 if lay[-k] is not None:
@@ -405,33 +405,33 @@ class Graph:
         return tuple(out)
 
     def _elementwise(self, node) -> None:
-        tensors = [a for a in node.args if isinstance(a, torch.fx.Node) and self.L(a) is not None]
-        tensors += [a for a in node.kwargs.values() if isinstance(a, torch.fx.Node) and self.L(a) is not None]
+        tensors = [a for a in node.args if isinstance(a, torch.fx.Node) and self.dims(a) is not None]
+        tensors += [a for a in node.kwargs.values() if isinstance(a, torch.fx.Node) and self.dims(a) is not None]
         val = _val(node)
         if not tensors:
             self._outputs_fresh(node, "tensor created in forward with a fixed size")
             return
         if isinstance(val, (tuple, list)):  # native_dropout: (output, mask)
-            lay = self.L(tensors[0])
+            lay = self.dims(tensors[0])
             self.lay[node] = [lay, lay]
             return
         if not isinstance(val, torch.Tensor):
             return
         if _opname(node).endswith("_like"):
-            self.lay[node] = self.L(tensors[0])
+            self.lay[node] = self.dims(tensors[0])
             return
         self.lay[node] = self._broadcast(node, tensors)
 
     # ---------------------------------------------------------------- layers
     def _op_linear(self, node) -> None:
         x, w, b = node.args[0], node.args[1], _arg(node, 2, "bias")
-        lx, lw = self.L(x), self.L(w)
+        lx, lw = self.dims(x), self.dims(w)
         self.unify(lx[-1], lw[1], node)
         wn = self.param(w)
         self.role(wn, 0, "out")
         self.role(wn, 1, "in")
         if isinstance(b, torch.fx.Node):
-            self.unify(self.L(b)[0], lw[0], node)
+            self.unify(self.dims(b)[0], lw[0], node)
             self.role(self.param(b), 0, "out_bias")
         self.lay[node] = lx[:-1] + (lw[0],)
         if wn:
@@ -439,7 +439,7 @@ class Graph:
 
     def _op_conv(self, node, transposed: bool = False, groups: int = 1) -> None:
         x, w, b = node.args[0], node.args[1], _arg(node, 2, "bias")
-        lx, lw, sx, sw = self.L(x), self.L(w), _shape(x), _shape(w)
+        lx, lw, sx, sw = self.dims(x), self.dims(w), _shape(x), _shape(w)
         cdim = len(sx) - (len(sw) - 2) - 1
         wn = self.param(w)
         out_dim, in_dim = (1, 0) if transposed else (0, 1)
@@ -461,7 +461,7 @@ class Graph:
         self.role(wn, out_dim, "out")
         self.role(wn, in_dim, "in")
         if isinstance(b, torch.fx.Node):
-            self.unify(self.L(b)[0], out, node)
+            self.unify(self.dims(b)[0], out, node)
             self.role(self.param(b), 0, "out_bias")
         so = _shape(node)
         self.lay[node] = lx[:cdim] + (out,) + self.fresh_dims(so[cdim + 1:], node, "spatial positions")
@@ -484,8 +484,8 @@ class Graph:
 
     def _norm_params(self, node, cdim_layout, params, size_attr: str | None) -> None:
         for p in params:
-            if isinstance(p, torch.fx.Node) and self.L(p) is not None:
-                self.unify(self.L(p)[0], cdim_layout, node)
+            if isinstance(p, torch.fx.Node) and self.dims(p) is not None:
+                self.unify(self.dims(p)[0], cdim_layout, node)
                 self.role(self.param(p), 0, "norm")
         module = self.modules.get(self.module_of(node))
         if size_attr and isinstance(module, NORM_MODULES):
@@ -493,7 +493,7 @@ class Graph:
 
     def _op_batch_norm(self, node) -> None:
         x = node.args[0]
-        lx = self.L(x)
+        lx = self.dims(x)
         cdim = 1 if len(lx) > 1 else 0
         params = [_arg(node, i, n) for i, n in enumerate(("input", "weight", "bias", "running_mean", "running_var"))][1:]
         self._norm_params(node, lx[cdim], params, "num_features")
@@ -505,7 +505,7 @@ class Graph:
 
     def _op_layer_norm(self, node) -> None:
         x, shape = node.args[0], node.args[1]
-        lx = self.L(x)
+        lx = self.dims(x)
         if len(shape) == 1:
             self._norm_params(node, lx[-1], [_arg(node, 2, "weight"), _arg(node, 3, "bias")], "normalized_shape")
             for r in self.sp.roots(lx[-1]):
@@ -518,7 +518,7 @@ class Graph:
 
     def _op_rms_norm(self, node) -> None:
         x, shape = node.args[0], node.args[1]
-        lx = self.L(x)
+        lx = self.dims(x)
         if len(shape) == 1:
             self._norm_params(node, lx[-1], [_arg(node, 2, "weight")], "normalized_shape")
             for r in self.sp.roots(lx[-1]):
@@ -528,31 +528,31 @@ class Graph:
         self.lay[node] = lx
 
     def _op_group_norm(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         self.freeze_dims([lx[1]], node, "GroupNorm mixes the channels of a group")
         for p in node.all_input_nodes[1:]:
-            self.freeze_dims(self.L(p), node, "GroupNorm mixes the channels of a group")
+            self.freeze_dims(self.dims(p), node, "GroupNorm mixes the channels of a group")
         self.lay[node] = lx if isinstance(_val(node), torch.Tensor) else [lx, None, None]
 
     _op_native_group_norm = _op_group_norm
 
     def _op_prelu(self, node) -> None:
         x, w = node.args[0], node.args[1]
-        lx = self.L(x)
+        lx = self.dims(x)
         if _shape(w)[0] > 1:
-            self.unify(self.L(w)[0], lx[1 if len(lx) > 1 else 0], node)
+            self.unify(self.dims(w)[0], lx[1 if len(lx) > 1 else 0], node)
             self.role(self.param(w), 0, "param")
         self.lay[node] = lx
 
     def _op_embedding(self, node) -> None:
         w, ids = node.args[0], node.args[1]
         self.role(self.param(w), 1, "out")
-        self.lay[node] = self.L(ids) + (self.L(w)[1],)
+        self.lay[node] = self.dims(ids) + (self.dims(w)[1],)
 
     # ---------------------------------------------------------------- products
     def _op_matmul(self, node) -> None:
         a, b = node.args[0], node.args[1]
-        la, lb = self.L(a), self.L(b)
+        la, lb = self.dims(a), self.dims(b)
         self.unify(la[-1], lb[-2] if len(lb) > 1 else lb[0], node)
         batch_a, batch_b = la[:-2], lb[:-2]
         sa, sb = _shape(a)[:-2], _shape(b)[:-2]
@@ -577,7 +577,7 @@ class Graph:
             return self._unknown(node)
         letters: dict = {}
         for term, op in zip(terms, operands):
-            for letter, lay, size in zip(term, self.L(op), _shape(op)):
+            for letter, lay, size in zip(term, self.dims(op), _shape(op)):
                 if size == 1:
                     continue
                 if letter in letters:
@@ -588,7 +588,7 @@ class Graph:
 
     def _op_scaled_dot_product_attention(self, node) -> None:
         q, k, v = node.args[:3]
-        lq, lk, lv = self.L(q), self.L(k), self.L(v)
+        lq, lk, lv = self.dims(q), self.dims(k), self.dims(v)
         self.unify(lq[-1], lk[-1], node)
         self.unify(lk[-2], lv[-2], node)
         for i in range(len(lq) - 2):
@@ -600,7 +600,8 @@ class Graph:
         self.lay[node] = lq[:-1] + (lv[-1],)
 
     # ---------------------------------------------------------------- reductions
-    def _reduced(self, node, dims, ndim: int) -> list:
+    @staticmethod
+    def _reduced(dims, ndim: int) -> list:
         if dims is None or dims == []:
             return list(range(ndim))
         dims = [dims] if isinstance(dims, int) else list(dims)
@@ -612,7 +613,7 @@ class Graph:
             return self._elementwise(node)
         dim_i, keep_i, exact = REDUCTIONS[name]
         x = node.args[0]
-        lx = self.L(x)
+        lx = self.dims(x)
         if lx is None:
             return
         if name in ("linalg_vector_norm", "norm"):
@@ -622,7 +623,7 @@ class Graph:
         else:
             dims = None
         keepdim = bool(_arg(node, keep_i, "keepdim", False))
-        reduced = self._reduced(node, dims, len(lx))
+        reduced = self._reduced(dims, len(lx))
         if not exact:
             self.freeze_dims([lx[d] for d in reduced], node, "reduces over channels")
         out = tuple(None if d in reduced else lx[d] for d in range(len(lx)) if keepdim or d not in reduced)
@@ -631,26 +632,26 @@ class Graph:
 
     def _along_dim(self, node) -> None:
         x = node.args[0]
-        lx = self.L(x)
+        lx = self.dims(x)
         d = _arg(node, ALONG_DIM[_opname(node)], "dim", -1)
         self.freeze_dims([lx[d % len(lx)]], node, "mixes channels")
         val = _val(node)
         self.lay[node] = lx if isinstance(val, torch.Tensor) else [lx for _ in val]
 
     def _op_topk(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         d = _arg(node, 2, "dim", -1) % len(lx)
         self.freeze_dims([lx[d]], node, "mixes channels")
         out = lx[:d] + (self.fresh(int(_val(node)[0].shape[d]), node, "top-k"),) + lx[d + 1:]
         self.lay[node] = [out, out]
 
     def _op_flip(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         self.freeze_dims([lx[d % len(lx)] for d in node.args[1]], node, "reverses channels")
         self.lay[node] = lx
 
     def _op_roll(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         dims = _arg(node, 2, "dims", [])
         dims = [dims] if isinstance(dims, int) else list(dims)
         self.freeze_dims([lx[d % len(lx)] for d in dims] if dims else lx, node, "shifts channels")
@@ -658,7 +659,7 @@ class Graph:
 
     def _pooling(self, node) -> None:
         x = node.args[0]
-        lx = self.L(x)
+        lx = self.dims(x)
         name = _opname(node)
         k = int(re.search(r"(\d)d", name).group(1))
         self.freeze_dims(lx[-k:], node, "pools over channels")
@@ -668,7 +669,7 @@ class Graph:
         self.lay[node] = out if isinstance(val, torch.Tensor) else [out for _ in val]
 
     def _op_pad(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         pad = list(node.args[1])
         out = list(lx)
         for i in range(len(pad) // 2):
@@ -745,17 +746,17 @@ class Graph:
 
     def _reshape_op(self, node) -> None:
         x = node.args[0]
-        lx = self.L(x)
+        lx = self.dims(x)
         if lx is None:
             return self._unknown(node)
         self.lay[node] = self._reshape(node, lx, _shape(x), _shape(node))
 
     def _op_permute(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         self.lay[node] = tuple(lx[d % len(lx)] for d in node.args[1])
 
     def _op_transpose(self, node) -> None:
-        lx = list(self.L(node.args[0]))
+        lx = list(self.dims(node.args[0]))
         if len(lx) < 2:
             self.lay[node] = tuple(lx)
             return
@@ -767,7 +768,7 @@ class Graph:
     _op_swapaxes = _op_swapdims = _op_t = _op_transpose
 
     def _op_movedim(self, node) -> None:
-        lx = list(self.L(node.args[0]))
+        lx = list(self.dims(node.args[0]))
         src, dst = node.args[1], node.args[2]
         src = [src] if isinstance(src, int) else list(src)
         dst = [dst] if isinstance(dst, int) else list(dst)
@@ -778,7 +779,7 @@ class Graph:
         self.lay[node] = tuple(lx[o if o is not None else next(rest)] for o in order)
 
     def _op_expand(self, node) -> None:
-        lx, sx, so = self.L(node.args[0]), _shape(node.args[0]), _shape(node)
+        lx, sx, so = self.dims(node.args[0]), _shape(node.args[0]), _shape(node)
         lead = len(so) - len(sx)
         out = [self.fresh(s, node, "broadcast") for s in so[:lead]]
         for d, (a, b) in enumerate(zip(sx, so[lead:])):
@@ -788,7 +789,7 @@ class Graph:
     _op_expand_as = _op_expand
 
     def _op_repeat(self, node) -> None:
-        lx, so = self.L(node.args[0]), _shape(node)
+        lx, so = self.dims(node.args[0]), _shape(node)
         reps = list(node.args[1])
         lead = len(reps) - len(lx)
         out = [self.fresh(s, node, "repeated") for s in so[:lead]]
@@ -797,78 +798,67 @@ class Graph:
         self.lay[node] = tuple(out)
 
     def _op_select(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         d = node.args[1] % len(lx)
         self.freeze_dims([lx[d]], node, "selects one channel")
         self.lay[node] = lx[:d] + lx[d + 1:]
 
-    def _sub_range(self, node, lay, size, start, end):
-        if start == 0 and end == size:
-            return lay
-        if lay is None or self.sp.is_frozen(lay):
-            return self.fresh(end - start, node, "sliced positions")
-        points = [p for p in (start, end) if 0 < p < size]
-        pieces = self.sp.cut(lay, points)
-        if pieces is None:
-            self.freeze_dims([lay], node, "slices inside a channel")
-            return self.fresh(end - start, node, "sliced positions")
-        return pieces[1] if start > 0 else pieces[0]
-
     def _op_slice(self, node) -> None:
-        lx, sx = self.L(node.args[0]), _shape(node.args[0])
+        lx, sx = self.dims(node.args[0]), _shape(node.args[0])
         d = _arg(node, 1, "dim", 0) % len(lx)
         start, end, step = _arg(node, 2, "start"), _arg(node, 3, "end"), _arg(node, 4, "step", 1)
         start, end, _ = slice(start, end, step).indices(sx[d])
         out = list(lx)
-        if step == 1:
-            out[d] = self._sub_range(node, lx[d], sx[d], start, max(start, end))
-        else:
-            self.freeze_dims([lx[d]], node, "takes every few channels")
+        if (start, end, step) != (0, sx[d], 1):
+            # the bounds are numbers in the code: they would not move with pruned channels
+            self.freeze_dims([lx[d]], node, "takes channels at fixed positions")
             out[d] = self.fresh(_shape(node)[d], node, "sliced positions")
         self.lay[node] = tuple(out)
 
     def _op_narrow(self, node) -> None:
-        lx, sx = self.L(node.args[0]), _shape(node.args[0])
-        d, start, length = node.args[1] % len(lx), node.args[2] % _shape(node.args[0])[node.args[1]], node.args[3]
+        lx = self.dims(node.args[0])
+        d = node.args[1] % len(lx)
         out = list(lx)
-        out[d] = self._sub_range(node, lx[d], sx[d], start, start + length)
+        if _shape(node)[d] != _shape(node.args[0])[d]:
+            self.freeze_dims([lx[d]], node, "takes channels at fixed positions")
+            out[d] = self.fresh(_shape(node)[d], node, "sliced positions")
         self.lay[node] = tuple(out)
 
-    def _pieces(self, node, x, d, sizes) -> list:
-        lx, sx = self.L(x), _shape(x)
-        d %= len(lx)
-        bounds = [sum(sizes[:i]) for i in range(1, len(sizes))]
-        lay = lx[d]
-        if lay is None or self.sp.is_frozen(lay):
-            cut = None
-        else:
-            cut = self.sp.cut(lay, [b for b in bounds if 0 < b < sx[d]])
-            if cut is None:
-                self.freeze_dims([lay], node, "splits inside a channel")
-        out = []
-        for i, s in enumerate(sizes):
-            piece = cut[i] if cut is not None and len(cut) == len(sizes) else self.fresh(s, node, "split positions")
-            out.append(lx[:d] + (piece,) + lx[d + 1:])
-        return out
-
     def _op_split(self, node) -> None:
-        x, size = node.args[0], node.args[1]
-        d = _arg(node, 2, "dim", 0)
-        total = _shape(x)[d]
-        sizes = list(size) if isinstance(size, (list, tuple)) else [min(size, total - i) for i in range(0, total, size)]
-        self.lay[node] = self._pieces(node, x, d, sizes)
+        x = node.args[0]
+        lx = self.dims(x)
+        d = _arg(node, 2, "dim", 0) % len(lx)
+        sizes = [int(v.shape[d]) for v in _val(node)]
+        if len(sizes) > 1:
+            self.freeze_dims([lx[d]], node, "splits channels at fixed sizes")
+        self.lay[node] = [lx[:d] + ((self.fresh(s, node, "split positions") if len(sizes) > 1 else lx[d]),)
+                          + lx[d + 1:] for s in sizes]
 
     _op_split_with_sizes = _op_split
 
     def _op_chunk(self, node) -> None:
-        x, chunks = node.args[0], node.args[1]
-        d = _arg(node, 2, "dim", 0)
+        """``chunk(n)`` cuts into n equal parts at run time: after pruning the parts
+        must still be equal, so they keep the same channels."""
+        x = node.args[0]
+        lx = self.dims(x)
+        d = _arg(node, 2, "dim", 0) % len(lx)
         sizes = [int(v.shape[d]) for v in _val(node)]
-        self.lay[node] = self._pieces(node, x, d, sizes)
+        lay, pieces = lx[d], None
+        if len(sizes) == 1:
+            pieces = [lay]
+        elif lay is not None and not self.sp.is_frozen(lay) and len(set(sizes)) == 1:
+            pieces = self.sp.cut(lay, [sizes[0] * i for i in range(1, len(sizes))])
+            if pieces is not None:
+                for piece in pieces[1:]:
+                    self.unify(pieces[0], piece, node, "its equal parts hold different channels")
+        if pieces is None:
+            self.freeze_dims([lay], node, "splits channels unevenly")
+            pieces = [self.fresh(s, node, "split positions") for s in sizes]
+        self.lay[node] = [lx[:d] + (piece,) + lx[d + 1:] for piece in pieces]
 
     def _op_unbind(self, node) -> None:
         x = node.args[0]
-        lx = self.L(x)
+        lx = self.dims(x)
         d = _arg(node, 1, "dim", 0) % len(lx)
         self.freeze_dims([lx[d]], node, "selects one channel")
         self.lay[node] = [lx[:d] + lx[d + 1:] for _ in _val(node)]
@@ -878,13 +868,13 @@ class Graph:
         d = _arg(node, 1, "dim", 0) % len(_shape(node))
         parts = []
         for t in tensors:
-            lay = self.L(t)[d]
+            lay = self.dims(t)[d]
             parts.extend(lay if lay is not None else (Seg(self.sp.new(1, reason=self.reason(node, "one position"))),))
-        out = list(self.L(tensors[0]))
+        out = list(self.dims(tensors[0]))
         for i in range(len(out)):
             if i != d:
                 for t in tensors[1:]:
-                    self.unify(out[i], self.L(t)[i], node)
+                    self.unify(out[i], self.dims(t)[i], node)
         out[d] = tuple(parts)
         self.lay[node] = tuple(out)
 
@@ -893,14 +883,14 @@ class Graph:
     def _op_stack(self, node) -> None:
         tensors = list(node.args[0])
         d = _arg(node, 1, "dim", 0) % len(_shape(node))
-        base = self.L(tensors[0])
+        base = self.dims(tensors[0])
         for t in tensors[1:]:
-            for a, b in zip(base, self.L(t)):
+            for a, b in zip(base, self.dims(t)):
                 self.unify(a, b, node)
         self.lay[node] = base[:d] + (self.fresh(len(tensors), node, "stacked"),) + base[d:]
 
     def _op_index_select(self, node) -> None:
-        lx = self.L(node.args[0])
+        lx = self.dims(node.args[0])
         d = node.args[1] % len(lx)
         self.freeze_dims([lx[d]], node, "picks channels by index")
         self.lay[node] = lx[:d] + (self.fresh(_shape(node)[d], node, "indexed"),) + lx[d + 1:]
@@ -924,7 +914,8 @@ class Graph:
 
     def _unit_run(self, name: str, run: list) -> None:
         inside = set(run)
-        inputs = list(dict.fromkeys(a for n in run for a in n.all_input_nodes if a not in inside))
+        inputs = list(dict.fromkeys(a for n in run for a in n.all_input_nodes
+                                    if a not in inside and a.name not in self.owner_of))
         outputs = [n for n in run if any(u not in inside for u in n.users)]
         for n in run:
             for a in n.all_input_nodes:
@@ -955,9 +946,9 @@ class Graph:
             shape = _shape(o)
             if shape is None:
                 continue
-            dims = list(self.fresh_dims(shape[:-1], o, node_detail))
+            lead = self.fresh_dims(shape[:-1], o, node_detail)
             if shape and shape[-1] == width and last is not None:
-                self.lay[o] = tuple(dims) + (last,)
+                self.lay[o] = lead + (last,)
             else:
                 self.lay[o] = self.fresh_dims(shape, o, node_detail)
 
@@ -974,8 +965,8 @@ def _attention_inputs(g: Graph, run, inputs, weights: dict, reason_node) -> None
         w = g.weight_of(n, inside)
         if w in weights:
             src = g.source(n.args[0], inside)
-            if src is not None and g.L(src) is not None:
-                g.unify(g.L(src)[-1], weights[w], reason_node)
+            if src is not None and g.dims(src) is not None:
+                g.unify(g.dims(src)[-1], weights[w], reason_node)
 
 
 def _tokens(g: Graph, inputs, width: int) -> int:
@@ -1062,8 +1053,8 @@ def _handle_swin(g: Graph, name: str, m, run, inputs, outputs) -> None:
             g.role(f"{p}{attr}", d, "param")
     for x in inputs:
         shape = _shape(x)
-        if shape and shape[-1] == dim and g.L(x) is not None and _val(x).is_floating_point():
-            g.unify(g.L(x)[-1], embed, node)
+        if shape and shape[-1] == dim and g.dims(x) is not None and _val(x).is_floating_point():
+            g.unify(g.dims(x)[-1], embed, node)
     g.unit_outputs(outputs, dim, embed, "attention output positions")
     g.head_links.append(HeadLink(name, nh, hd, embed))
     tokens = _tokens(g, inputs, dim)
@@ -1112,7 +1103,7 @@ def _handle_rnn(g: Graph, name: str, m: nn.RNNBase, run, inputs, outputs) -> Non
     node = op or run[0]
     if op is None or getattr(m, "proj_size", 0) or _shape(op.args[0]) is None:
         for a in inputs:
-            g.freeze_dims(g.L(a), node, "a recurrent layer kdlab cannot slice (proj_size or packed input)")
+            g.freeze_dims(g.dims(a), node, "a recurrent layer kdlab cannot slice (proj_size or packed input)")
         for o in outputs:
             g._outputs_fresh(o, "recurrent layer output")
         return
@@ -1132,8 +1123,8 @@ def _handle_rnn(g: Graph, name: str, m: nn.RNNBase, run, inputs, outputs) -> Non
             g.unify(g.member(hh, 1), (Seg(units),), node)
             if layer:
                 g.unify(g.member(ih, 1), (Seg(units, 1, dirs),), node)
-            elif x is not None and g.L(x) is not None:
-                g.unify(g.L(x)[-1], g.member(ih, 1), node)
+            elif x is not None and g.dims(x) is not None:
+                g.unify(g.dims(x)[-1], g.member(ih, 1), node)
             if m.bias:
                 for b in (f"{p}bias_ih_l{layer}{sfx}", f"{p}bias_hh_l{layer}{sfx}"):
                     g.unify(g.member(b, 0), rows, node)
@@ -1142,8 +1133,8 @@ def _handle_rnn(g: Graph, name: str, m: nn.RNNBase, run, inputs, outputs) -> Non
                 g.macs.append((tokens * m.get_parameter(w[len(p):]).numel(), [(w, 0), (w, 1)]))
     hx = op.args[1]
     for h in (hx if isinstance(hx, (list, tuple)) else [hx]):
-        if isinstance(h, torch.fx.Node) and h not in inside and g.L(h) is not None:
-            g.unify(g.L(h)[-1], (Seg(units),), node)
+        if isinstance(h, torch.fx.Node) and h not in inside and g.dims(h) is not None:
+            g.unify(g.dims(h)[-1], (Seg(units),), node)
     for o in outputs:
         shape = _shape(o)
         if shape is None:

@@ -9,6 +9,7 @@ weights are exact zeros.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -72,7 +73,10 @@ class PruningMasks(Mapping):
     ``apply()`` zeroes the pruned weights: w <- w * m (as +0.0). Optimizers with momentum,
     Adam moments or weight decay move zeroed weights again, so the masks must be
     re-applied after every step: ``attach(optimizer)`` does that with an optimizer
-    step post-hook, ``callback()`` does it inside :func:`kdlab.train.fit`.
+    step post-hook, ``callback()`` does it inside :func:`kdlab.train.fit`. Masks act on
+    the parameters of the model they are bound to: for a copy of it, ``rebind(copy)``
+    (attaching the old masks to the copy's optimizer raises an error instead of
+    silently letting the copy regrow).
 
     >>> from kdlab import models, prune
     >>> model = models.create("mlp-student")
@@ -101,6 +105,31 @@ class PruningMasks(Mapping):
             self._masks[name], self._params[name] = mask, param
         self._bits: dict = {}         # name -> (integer view of the parameter, mask as such integers)
         self._settled = (None, 0)     # (id, size) of the optimizer state last settled
+
+    def rebind(self, model: nn.Module) -> "PruningMasks":
+        """The same masks bound to ``model``, e.g. a ``copy.deepcopy`` of the model they
+        were made for (same parameter names and shapes), applied to it.
+
+        >>> import copy
+        >>> from kdlab import models, prune
+        >>> model = models.create("mlp-student")
+        >>> masks = prune.magnitude_prune(model, 0.5)
+        >>> twin = copy.deepcopy(model)
+        >>> twin_masks = masks.rebind(twin)   # attach these to twin's optimizer
+        """
+        return PruningMasks(model, {n: m.clone() for n, m in self._masks.items()}).apply()
+
+    def __deepcopy__(self, memo) -> "PruningMasks":
+        # copy.deepcopy((model, masks)) gives masks bound to the copied model
+        return PruningMasks(copy.deepcopy(self.model, memo), {n: m.clone() for n, m in self._masks.items()})
+
+    def _check_optimizer(self, optimizer) -> None:
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if self._params and not any(id(p) in held for p in self._params.values()):
+            raise ValueError(
+                f"the optimizer holds none of the parameters these masks are bound to (those of the "
+                f"{type(self.model).__name__} at {id(self.model):#x}); if it trains a copy of that model, bind "
+                "the masks to the copy first: masks = masks.rebind(copy)")
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._masks[name]
@@ -173,6 +202,7 @@ class PruningMasks(Mapping):
         """
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self._check_optimizer(optimizer)
         return optimizer.register_step_post_hook(lambda opt, args, kwargs: self._after_step(opt))
 
     def callback(self) -> Callback:
@@ -190,6 +220,7 @@ class _KeepMasks(Callback):
         self.masks = masks
 
     def on_train_start(self, state) -> None:
+        self.masks._check_optimizer(state.optimizer)
         self.masks.apply()
 
     def on_step_end(self, state) -> None:

@@ -11,6 +11,8 @@ loading applies.
 from __future__ import annotations
 
 import io
+import os
+import zipfile
 
 import torch
 from torch import nn
@@ -61,7 +63,8 @@ def decode_sparse(entry) -> torch.Tensor:
 
 def save_sparse(model: nn.Module, path) -> None:
     """Write ``model.state_dict()`` to ``path`` (a path or a binary file object),
-    every sparse-enough float tensor as bitmask + non-zero values.
+    every sparse-enough float tensor as bitmask + non-zero values, with a CRC-32 checksum
+    of every record.
 
     >>> import io
     >>> from kdlab import models, prune
@@ -70,18 +73,85 @@ def save_sparse(model: nn.Module, path) -> None:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_path(path, writing=True)
     tensors = {name: encode_sparse(t) for name, t in model.state_dict().items()}
-    torch.save({"format": FORMAT, "tensors": tensors}, path)
+    crc = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(True)
+    try:
+        torch.save({"format": FORMAT, "tensors": tensors}, path)
+    finally:
+        torch.serialization.set_crc32_options(crc)
+
+
+def _check_path(path, *, writing: bool = False) -> None:
+    if isinstance(path, (str, os.PathLike)):
+        return
+    if not all(hasattr(path, m) for m in (("write",) if writing else ("read", "seek"))):
+        raise TypeError(f"path must be a file path or a binary file object, got {type(path).__name__}")
+
+
+def _verified(path, label: str):
+    """Check ``path`` is a complete torch.save archive whose records match their CRC-32;
+    return something torch.load can read."""
+    if isinstance(path, (str, os.PathLike)):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"load_sparse: no file {label}")
+        with open(path, "rb") as f:
+            head = f.read(4)
+        size = os.path.getsize(path)
+        source = path
+    else:
+        start = path.tell()
+        head = path.read(4)
+        size = path.seek(0, io.SEEK_END) - start
+        path.seek(start)
+        source = path
+    if size == 0:
+        raise ValueError(f"{label} is empty (0 bytes), not a file written by save_sparse")
+    if head != b"PK\x03\x04":
+        raise ValueError(f"{label} is not a file written by save_sparse: it is not a torch.save archive "
+                         f"(it starts with {head!r}; a text file or random bytes?)")
+    try:
+        with zipfile.ZipFile(source) as archive:
+            for info in archive.infolist():
+                try:
+                    archive.read(info)
+                except zipfile.BadZipFile as e:
+                    if "CRC" in str(e):
+                        raise ValueError(f"{label} is corrupted: the checksum of record {info.filename!r} "
+                                         "does not match its contents") from None
+                    raise
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{label} is truncated or damaged ({e}); save it again with save_sparse") from None
+    finally:
+        if not isinstance(path, (str, os.PathLike)):
+            path.seek(start)
+    return source
 
 
 def load_sparse(path, model: nn.Module) -> nn.Module:
-    """Load a :func:`save_sparse` file into ``model`` (same architecture; strict) and return it."""
+    """Load a :func:`save_sparse` file into ``model`` (same architecture; strict) and return it.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
+    an empty, truncated, corrupted (checksum mismatch) or foreign file."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    _check_path(path)
+    label = repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else \
+        f"the file object {getattr(path, 'name', type(path).__name__)!r}"
+    source = _verified(path, label)
+    try:
+        blob = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises many types
+        raise ValueError(f"{label} is damaged: torch.load failed ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"path {path!r} is not a {FORMAT} file written by save_sparse")
-    model.load_state_dict({name: decode_sparse(e) for name, e in blob["tensors"].items()})
+        raise ValueError(f"path {label} is not a {FORMAT} file written by save_sparse")
+    try:
+        model.load_state_dict({name: decode_sparse(e) for name, e in blob["tensors"].items()})
+    except RuntimeError as e:
+        raise ValueError(f"{label} holds weights that do not fit {type(model).__name__}: "
+                         f"{str(e).splitlines()[0][:300]}") from None
     return model
 
 

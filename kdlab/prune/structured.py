@@ -294,7 +294,8 @@ def _select(model: nn.Module, options: dict, *, strict: bool) -> Selection:
 
     chosen = [(grp, keep[grp.space]) for grp in groups if grp.space in keep]
     selection = Selection(chosen, g, keep, options, strict)
-    _warn_shortfall(model, g, groups, selection, options, rounding, followers, skipped)
+    _warn_shortfall(model, g, groups, selection, options, rounding, followers,
+                    skipped | {grp.space for grp in unscored})
     return selection
 
 

@@ -67,6 +67,14 @@ def _check_model(model, cls):
         raise TypeError(f"model must be a kdlab.models.{cls.__name__}, got {type(model).__name__}")
 
 
+def _check_unit_model(model, cls, example_input) -> None:
+    if example_input is None and not isinstance(model, cls) and \
+            not (cls is TinyTransformer and isinstance(model, MultiHeadSelfAttention)):
+        what = "nn.GRU/nn.LSTM/nn.RNN" if cls is GRUClassifier else "attention"
+        raise TypeError(f"model must be a kdlab.models.{cls.__name__}, or pass example_input for a model that "
+                        f"holds {what} modules; got {type(model).__name__}")
+
+
 def _criterion(criterion, data, loss_fn, batches) -> Importance:
     if not isinstance(criterion, Importance):
         _validate.choice("criterion", criterion, UNIT_CRITERIA)
@@ -127,9 +135,8 @@ def gru_unit_scores(model: nn.Module, *, criterion="l1", data=None, loss_fn=None
     :class:`GRUClassifier`, or any model holding one ``nn.GRU``/``nn.LSTM``/``nn.RNN``
     with ``example_input``), shape ``(hidden_size,)`` (see the module docstring);
     ``data`` feeds ``"taylor"``."""
+    _check_unit_model(model, GRUClassifier, example_input)
     importance = _criterion(criterion, data, loss_fn, batches)
-    if example_input is None:
-        _check_model(model, GRUClassifier)
     _, group = _unit_group(model, example_input)
     return importance.channel_scores(model, [group])[0]
 
@@ -147,8 +154,7 @@ def prune_gru_units(model: nn.Module, amount: float, *, scores: torch.Tensor | N
     >>> small.gru.hidden_size, small.classifier.in_features
     (16, 16)
     """
-    if example_input is None:
-        _check_model(model, GRUClassifier)
+    _check_unit_model(model, GRUClassifier, example_input)
     amount = _validate.fraction("amount", amount)
     importance = _criterion(criterion, data, loss_fn, batches) if scores is None else None
     g, group = _unit_group(model, example_input)
@@ -168,11 +174,17 @@ def prune_gru_units(model: nn.Module, amount: float, *, scores: torch.Tensor | N
 # ---------------------------------------------------------------- attention heads
 
 def _head_groups(model, example_input):
-    if example_input is None and not isinstance(model, MultiHeadSelfAttention):
-        _check_model(model, TinyTransformer)
+    _check_unit_model(model, TinyTransformer, example_input)
     g, groups = _groups(model, _example(model, example_input, "TinyTransformer"), "heads")
     if not groups:
         raise ValueError(f"{type(model).__name__} holds no attention heads kdlab can prune")
+    linked = {link.module for link in g.head_links}
+    for grp in groups:
+        if grp.owner in linked:
+            raise ValueError(f"the heads of {grp.owner!r} ({type(model.get_submodule(grp.owner)).__name__}) cannot "
+                             "be pruned on their own: its embed_dim must stay num_heads * head_dim; prune them with "
+                             "the embedding channels: prune.select_channels(model, amount, x, "
+                             "kinds=('channels', 'heads'))")
     frozen = [grp for grp in groups if grp.frozen]
     if frozen:
         raise ValueError(f"the heads of {frozen[0].owner!r} cannot be pruned on their own: "
@@ -187,8 +199,7 @@ def head_scores(model: nn.Module, *, criterion="l1", data=None, loss_fn=None, ba
     :class:`TinyTransformer` (``(1, heads)`` for one :class:`MultiHeadSelfAttention`;
     any model holding attention modules with ``example_input``); every layer must have
     the same number of heads. ``data`` feeds ``"taylor"``."""
-    if example_input is None and not isinstance(model, MultiHeadSelfAttention):
-        _check_model(model, TinyTransformer)
+    _check_unit_model(model, TinyTransformer, example_input)
     importance = _criterion(criterion, data, loss_fn, batches)
     _, groups = _head_groups(model, example_input)
     if len({grp.channels for grp in groups}) != 1:
@@ -212,8 +223,7 @@ def prune_heads(model: nn.Module, amount: float, *, scores: torch.Tensor | None 
     >>> [b.attn.heads for b in prune.prune_heads(net, 0.5).blocks]  # doctest: +SKIP
     [2, 2]
     """
-    if example_input is None and not isinstance(model, MultiHeadSelfAttention):
-        _check_model(model, TinyTransformer)
+    _check_unit_model(model, TinyTransformer, example_input)
     amount = _validate.fraction("amount", amount)
     _validate.choice("scope", scope, SCOPES)
     importance = _criterion(criterion, data, loss_fn, batches) if scores is None else None

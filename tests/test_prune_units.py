@@ -1,5 +1,7 @@
-"""Tests for kdlab.prune.beyond_cnn: GRU units, attention heads, embedding rows."""
+"""Tests for kdlab.prune.units: GRU/LSTM units, attention heads, embedding rows."""
 import copy
+import importlib
+import sys
 
 import pytest
 import torch
@@ -170,3 +172,33 @@ def test_embedding_bad_arguments():
         prune.prune_embedding_rows(prune.prune_embedding_rows(model, 0.5), 0.5)
     with pytest.raises(ValueError, match="amount"):
         prune.prune_embedding_rows(model, 1.5)
+
+
+# ---------------------------------------------------------------- any model, old name
+
+def test_units_and_heads_of_modules_in_any_model():
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(4, 10, batch_first=True)
+            self.out = torch.nn.Linear(10, 3)
+
+        def forward(self, x):
+            return self.out(self.rnn(x)[0].mean(1))
+
+    model, x = Tagger().eval(), torch.randn(2, 5, 4)
+    small = prune.prune_gru_units(model, 0.5, example_input=x)
+    assert small.rnn.hidden_size == 5 and small(x).shape == (2, 3)
+    layer = torch.nn.TransformerEncoderLayer(8, 4, 16, batch_first=True, dropout=0.0).eval()
+    seq = torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match="embed_dim must stay num_heads"):
+        prune.prune_heads(layer, 0.5, example_input=seq)
+    with pytest.raises(TypeError, match="GRUClassifier, or pass example_input"):
+        prune.prune_gru_units(Tagger(), 0.5)
+
+
+def test_beyond_cnn_still_imports_with_a_deprecation_warning():
+    sys.modules.pop("kdlab.prune.beyond_cnn", None)
+    with pytest.warns(DeprecationWarning, match="kdlab.prune.units"):
+        old = importlib.import_module("kdlab.prune.beyond_cnn")
+    assert old.prune_gru_units is prune.prune_gru_units
