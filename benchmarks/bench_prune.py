@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from kdlab import data, evaluate, models, plots, prune, train, zoo
+from kdlab import data, evaluate, models, plots, prune, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_MLP_LOSS_PT = 0.5
@@ -74,18 +74,18 @@ def accuracy_vs_sparsity(split, seeds, sparsities, finetune_epochs):
     acc = {name: {"before": [], "after": []} for name in criteria(split)}
     dense = []
     for seed in seeds:
-        base = zoo.pretrained("lenet-300-100", seed=seed, data=split)
-        dense.append(train.evaluate(base, split.test))
+        base = models.pretrained("lenet-300-100", seed=seed, data=split)
+        dense.append(evaluate.accuracy(base, split.test))
         for name, fn in criteria(split).items():
             before, after = [], []
             for amount in sparsities:
                 model = copy.deepcopy(base)
                 masks = fn(model, amount, seed)
-                before.append(train.evaluate(model, split.test))
+                before.append(evaluate.accuracy(model, split.test))
                 train.fit(model, split, epochs=finetune_epochs, lr=3e-3, scheduler="cosine", seed=seed,
                           callbacks=[masks.callback()], progress=False)
                 assert prune.sparsity(model)["global"] >= amount - 1e-3
-                after.append(train.evaluate(model, split.test))
+                after.append(evaluate.accuracy(model, split.test))
             acc[name]["before"].append(before)
             acc[name]["after"].append(after)
     return dense, acc
@@ -185,14 +185,14 @@ def ln_structured_copy(model, amount):
 
 
 def structured_cnn(split, quick):
-    dense = zoo.pretrained("cnn-teacher", data=split).eval()
+    dense = models.pretrained("cnn-teacher", data=split).eval()
     example = split.x_test[:64]
     small = prune.structured_prune(dense, 0.5, example, criterion="l1")
-    acc_before = train.evaluate(small, split.test)
+    acc_before = evaluate.accuracy(small, split.test)
     epochs = 3 if quick else 30
     train.fit(small, split, epochs=epochs, lr=3e-3, scheduler="cosine", progress=False)
-    row = {"dense_acc": train.evaluate(dense, split.test), "pruned_acc_before": acc_before,
-           "pruned_acc_after": train.evaluate(small, split.test), "finetune_epochs": epochs,
+    row = {"dense_acc": evaluate.accuracy(dense, split.test), "pruned_acc_before": acc_before,
+           "pruned_acc_after": evaluate.accuracy(small, split.test), "finetune_epochs": epochs,
            "params": (evaluate.count_parameters(dense), evaluate.count_parameters(small))}
     masked = ln_structured_copy(dense, 0.5)
     rounds, repeats = (3, 5) if quick else (12, 10)
@@ -218,7 +218,7 @@ def step_overhead(quick):
     split = data.load_digits()
     gen = torch.Generator().manual_seed(0)
     settings = {
-        "fine-tuning (trained, digits)": (lambda p: zoo.pretrained(p, data=split).train(),
+        "fine-tuning (trained, digits)": (lambda p: models.pretrained(p, data=split).train(),
                                           split.x_train[:64], split.y_train[:64]),
         "fresh init, random inputs": (lambda p: models.create(p), torch.randn(64, 64, generator=gen),
                                       torch.randint(0, 10, (64,), generator=gen)),
@@ -263,7 +263,7 @@ def step_overhead(quick):
 
 def file_sizes():
     torch.manual_seed(0)
-    model = zoo.pretrained("lenet-300-100")
+    model = models.pretrained("lenet-300-100")
     dense = evaluate.model_size_bytes(model)
     torch_model = copy.deepcopy(model)
     linears = [(m, "weight") for m in torch_model.modules() if isinstance(m, nn.Linear)]
@@ -273,7 +273,7 @@ def file_sizes():
     buffer = io.BytesIO()
     prune.save_sparse(model, buffer)
     buffer.seek(0)
-    restored = prune.load_sparse(buffer, zoo.pretrained("lenet-300-100"))
+    restored = prune.load_sparse(buffer, models.pretrained("lenet-300-100"))
     exact = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
     return {"dense torch.save": dense, "torch.nn.utils.prune state_dict": torch_masked,
             "zeros, dense torch.save": evaluate.model_size_bytes(model),
@@ -705,7 +705,7 @@ def write_report(args, seeds, sparsities, ft_epochs, dense_acc, acc, cnn, steps,
     xs = [100 * s for s in sparsities]
     base = mean(dense_acc)
     lines += ["## 1. Accuracy vs sparsity, LeNet-300-100 on digits", "",
-              f"Trained models: `zoo.pretrained('lenet-300-100', seed=s)` for seeds {seeds}; dense test "
+              f"Trained models: `models.pretrained('lenet-300-100', seed=s)` for seeds {seeds}; dense test "
               f"accuracy {100 * base:.2f}% (mean). Each criterion prunes the trained model once "
               f"(taylor and snip from 4 batches of 128 training images; snip is |g*w| normalised, "
               f"here on the trained network), then {ft_epochs} epochs of Adam (lr 3e-3, cosine) with the masks "

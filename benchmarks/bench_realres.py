@@ -1,7 +1,7 @@
 """Real-resolution evidence on mnist-5k (5,000 real 28x28 MNIST digits, offline).
 
 1. The zoo's models per preset, trained on mnist-5k's 3,500 training images with the
-   recipes of ``kdlab.zoo`` (validation and test accuracy).
+   recipes of ``kdlab.models.zoo`` (validation and test accuracy).
 2. Vanilla KD with all labels: a 100-unit MLP student alone against the same student
    distilled from the CNN teacher (T = 4, alpha = 0.9, set in advance), equal epochs,
    paired over seeds. Goal: mean gain > 2 x the std of the paired difference.
@@ -29,7 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_distill import dark_knowledge, mean_std, paired  # noqa: E402
 
-from kdlab import data, models, train, zoo  # noqa: E402
+from kdlab import data, evaluate, models, train  # noqa: E402
 from kdlab.evaluate import count_parameters  # noqa: E402
 from kdlab.distill import Distiller  # noqa: E402
 
@@ -42,16 +42,16 @@ def teachers(presets) -> list:
     for preset in presets:
         split = data.load_dataset("mnist-5k", flat=not preset.startswith("cnn"))
         start = time.perf_counter()
-        model = zoo.pretrained(preset, "mnist-5k", data=split)
+        model = models.pretrained(preset, "mnist-5k", data=split)
         rows.append((preset, count_parameters(model),
-                     train.evaluate(model, split.val), train.evaluate(model, split.test),
+                     evaluate.accuracy(model, split.val), evaluate.accuracy(model, split.test),
                      time.perf_counter() - start))
     return rows
 
 
 def kd_gain(seeds, epochs, hidden=100):
     flat = data.load_dataset("mnist-5k", flat=True)
-    cnn = zoo.pretrained("cnn-teacher", "mnist-5k", data=data.load_dataset("mnist-5k"))
+    cnn = models.pretrained("cnn-teacher", "mnist-5k", data=data.load_dataset("mnist-5k"))
     teacher = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), cnn).eval()
     alone, kd = [], []
     for s in seeds:
@@ -62,9 +62,9 @@ def kd_gain(seeds, epochs, hidden=100):
         train.fit(a, flat.train, epochs=epochs, lr=1e-3, seed=s, progress=False)
         Distiller(b, teacher, cache_teacher=True, **KD).fit(flat.train, epochs=epochs, lr=1e-3, seed=s,
                                                               progress=False)
-        alone.append(train.evaluate(a, flat.test))
-        kd.append(train.evaluate(b, flat.test))
-    return train.evaluate(teacher, flat.test), alone, kd
+        alone.append(evaluate.accuracy(a, flat.test))
+        kd.append(evaluate.accuracy(b, flat.test))
+    return evaluate.accuracy(teacher, flat.test), alone, kd
 
 
 def _ddp_worker(rank, world, init, epochs, out):

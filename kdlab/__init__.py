@@ -1,14 +1,28 @@
 """kdlab: a hands-on course and a small PyTorch library on model compression.
 
-Modules, one idea each:
+The library, in the order the course teaches it (one idea per module):
 
-- :mod:`kdlab.data`      embedded digits data, torchvision datasets, loaders
-- :mod:`kdlab.models`    small MLPs and CNNs, teacher/student presets
+- :mod:`kdlab.data`      the embedded digits, torchvision datasets, tasks beyond
+  images (:mod:`kdlab.data.tasks`), in-memory loaders
+- :mod:`kdlab.models`    small MLPs, CNNs, GRU, transformer and embedding models,
+  presets; trained ones from :mod:`kdlab.models.zoo`
 - :mod:`kdlab.train`     seeding and the one training loop
-- :mod:`kdlab.evaluate`  accuracy, F1, parameters, size, FLOPs, latency, reports
-- :mod:`kdlab.distill`   soft targets, KD losses, Distiller
+- :mod:`kdlab.evaluate`  predictions, accuracy, F1, parameters, size, FLOPs, latency,
+  reports
+- :mod:`kdlab.distill`   soft targets, KD losses, the Distiller, KD against the
+  student alone
 - :mod:`kdlab.prune`     unstructured and structured pruning, masks, schedules
-- :mod:`kdlab.grading`   self-checks and the grader
+- :mod:`kdlab.regrow`    sparse training whose mask moves (SET, RigL)
+- :mod:`kdlab.quantize`  post-training int8 quantization and its size on disk
+- :mod:`kdlab.pipeline`  distillation and pruning combined; prune, fine-tune, evaluate
+- :mod:`kdlab.deploy`    export with ``torch.export``, prune to a latency budget
+- :mod:`kdlab.plots`     the plots the lessons share
+
+The course, apart from the library:
+
+- :mod:`kdlab.course`    the notebooks, ``kdlab lab``, the interview drill, widgets
+- :mod:`kdlab.grading`   exercise self-checks and the grader
+- :mod:`kdlab.cli`       the ``kdlab`` command
 """
 __version__ = "0.1.0"
 
@@ -17,7 +31,7 @@ __all__ = ["__version__", "soft_targets", "kd_loss"]
 
 def __getattr__(name):
     # The two functions every lesson needs are importable from the top level,
-    # without importing the distillation module before it is used.
+    # without importing the distillation package before it is used.
     if name in ("soft_targets", "kd_loss"):
         from kdlab import distill
 

@@ -90,3 +90,25 @@ def sequence(name: str, value, example: str) -> list:
     if isinstance(value, (str, bytes, int, float, bool)) or not isinstance(value, Iterable):
         raise TypeError(f"{name} must be a sequence such as {example}, got {value!r}")
     return list(value)
+
+
+def float_tensor(name: str, value, what: str = "values"):
+    """A floating-point ``torch.Tensor`` (of ``what``: logits, features, ...)."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of {what}, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    return value
+
+
+def example_input(name: str, value) -> tuple:
+    """A model's example input, a tensor or a tuple of tensors, as the tuple of its arguments."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return (value,)
+    if isinstance(value, tuple) and value and all(isinstance(t, torch.Tensor) for t in value):
+        return value
+    raise TypeError(f"{name} must be a tensor or a tuple of tensors, got {type(value).__name__}")

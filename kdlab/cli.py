@@ -36,7 +36,7 @@ def _commands():
     import importlib
 
     found = []
-    for name in ("kdlab.grading.cli", "kdlab.lab"):
+    for name in ("kdlab.grading.cli", "kdlab.course.lab"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:

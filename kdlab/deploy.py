@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from kdlab import _validate
-from kdlab.evaluate import _example, latency, latency_samples
+from kdlab.evaluate import latency, latency_samples
 
 DEFAULT_AMOUNTS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 STATISTICS = ("median", "min")
@@ -45,7 +45,7 @@ def export_model(model: nn.Module, example_input, path) -> Path:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    args = _example(example_input)
+    args = _validate.example_input("example_input", example_input)
     # torch.export specialises a dim of size 1 to the constant 1; an example batch
     # of 2 lets the batch dim stay symbolic.
     args = tuple(a.expand(2, *a.shape[1:]).contiguous() if a.shape[0] == 1 else a for a in args)

@@ -1,9 +1,21 @@
-"""Evaluation: accuracy and F1, parameters and non-zeros, size on disk, FLOPs,
-latency, and one report that puts them side by side.
+"""Measuring a model: everything kdlab reports about one lives here.
+
+- what it predicts: :func:`predict` (logits), :func:`accuracy`,
+  :func:`classification_metrics` (accuracy, macro precision, recall and F1);
+- what it costs: :func:`count_parameters` (and non-zeros), :func:`model_size_bytes`,
+  :func:`flops` / :func:`macs`, :func:`latency` and :func:`latency_interleaved`;
+- comparing models: :func:`report` (a table and a trade-off plot),
+  :func:`mcnemar_exact` (paired test on one test set), :func:`mean_std` over seeds.
 
 Each metric misleads alone: non-zeros say nothing about speed, FLOPs nothing
 about memory traffic, a file size nothing about accuracy. :func:`report`
 measures them together.
+
+>>> from kdlab import data, evaluate, models
+>>> split = data.load_digits()
+>>> teacher = models.pretrained("mlp-teacher")
+>>> evaluate.accuracy(teacher, split.test) > 0.95
+True
 """
 from __future__ import annotations
 
@@ -12,16 +24,71 @@ import statistics
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from kdlab import _validate
+from kdlab import _deprecation, _validate
+from kdlab.quantize import quantized_linears
 
 
-def _quantized_linears(model: nn.Module) -> list:
-    """The quantized Linear layers (``torch.ao.nn.quantized``, dynamic or static): their
-    weights are packed buffers, not parameters, and ``flop_counter`` does not see them."""
-    return [m for m in model.modules()
-            if type(m).__module__.startswith("torch.ao.nn.quantized") and hasattr(m, "_packed_params")
-            and hasattr(m, "in_features")]
+@torch.no_grad()
+def predict(model: nn.Module, data, *, device=None, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on ``data`` (a tensor of inputs, ``(x, y)``, a Split's test
+    part or a DataLoader), in eval mode; the model's mode is restored afterwards."""
+    from kdlab.data import Split
+    from kdlab.train import as_loader
+
+    if isinstance(data, Split):
+        data = data.test
+    if isinstance(data, torch.Tensor):
+        batches = data.split(batch_size)
+    else:
+        batches = (b[0] for b in as_loader(data, batch_size=batch_size, shuffle=False))
+    if device is None:
+        # a model without parameters (e.g. dynamically quantized) runs on the CPU
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x.to(device)).cpu() for x in batches])
+    finally:
+        model.train(was_training)
+
+
+def labelled_pair(data, name: str = "data") -> tuple:
+    """``data`` as an ``(x, y)`` pair of tensors of equal length (a Split gives its test
+    part); anything else is refused with a message that says what is allowed."""
+    from kdlab.data import Split
+
+    if isinstance(data, Split):
+        return data.test
+    if (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)):
+        if len(data[0]) != len(data[1]):
+            raise ValueError(f"{name} must pair x and y of the same length, got {len(data[0])} and {len(data[1])}")
+        return tuple(data)
+    got = (f"a tensor of shape {tuple(data.shape)}" if isinstance(data, torch.Tensor)
+           else f"a {type(data).__name__}" + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    hint = "; for the logits of inputs alone use kdlab.evaluate.predict" if isinstance(data, torch.Tensor) else ""
+    raise TypeError(f"{name} must be an (x, y) pair of tensors, a DataLoader or a Split; got {got}{hint}")
+
+
+def _share_correct(predicted: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of ``predicted == y``, the one accuracy formula of kdlab (a float32 mean)."""
+    return (predicted == y).float().mean().item()
+
+
+def accuracy(model: nn.Module, data, *, device=None) -> float:
+    """Top-1 accuracy in [0, 1], ``1/N sum_n [argmax_c z_nc == y_n]``, on ``data``
+    (``(x, y)``, a DataLoader, or a Split's test part)."""
+    if isinstance(data, DataLoader):  # one pass, so a shuffling loader stays paired
+        predicted, labels = [], []
+        for batch in data:
+            predicted.append(predict(model, batch[0], device=device).argmax(1))
+            labels.append(batch[1])
+        return _share_correct(torch.cat(predicted), torch.cat(labels)) if labels else 0.0
+    x, y = labelled_pair(data)
+    return _share_correct(predict(model, x, device=device).argmax(1), y)
 
 
 def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
@@ -30,13 +97,13 @@ def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
     ``nonzero=True`` only the entries that are not exactly zero (for int8 weights:
     their integer values).
 
-    >>> from kdlab import models, pipeline
+    >>> from kdlab import models, quantize
     >>> mlp = models.create("mlp-student")
-    >>> count_parameters(mlp), count_parameters(pipeline.quantize_int8(mlp))
+    >>> count_parameters(mlp), count_parameters(quantize.quantize_int8(mlp))
     (2410, 2410)
     """
     tensors = list(model.parameters())
-    for m in _quantized_linears(model):
+    for m in quantized_linears(model).values():
         tensors += [t.int_repr() if t.is_quantized else t for t in (m.weight(), m.bias()) if t is not None]
     if nonzero:
         return sum(int(torch.count_nonzero(t)) for t in tensors)
@@ -55,14 +122,6 @@ def model_size_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def _example(example_input) -> tuple:
-    if isinstance(example_input, torch.Tensor):
-        return (example_input,)
-    if isinstance(example_input, tuple) and all(isinstance(t, torch.Tensor) for t in example_input):
-        return example_input
-    raise TypeError(f"example_input must be a tensor or a tuple of tensors, got {type(example_input).__name__}")
-
-
 def flops(model: nn.Module, example_input) -> int:
     """Floating-point operations of one forward pass on ``example_input``, as counted
     by ``torch.utils.flop_counter``: 2 per multiply-add in matrix products and
@@ -75,7 +134,7 @@ def flops(model: nn.Module, example_input) -> int:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    args = _example(example_input)
+    args = _validate.example_input("example_input", example_input)
     quantized = 0
 
     def count(module, inputs, output):
@@ -83,7 +142,7 @@ def flops(model: nn.Module, example_input) -> int:
         rows = inputs[0].numel() // module.in_features
         quantized += 2 * rows * module.in_features * module.out_features
 
-    hooks = [m.register_forward_hook(count) for m in _quantized_linears(model)]
+    hooks = [m.register_forward_hook(count) for m in quantized_linears(model).values()]
     was_training = model.training
     model.eval()
     try:
@@ -128,7 +187,7 @@ def latency_samples(model: nn.Module, example_input, *, warmup: int = 10, repeat
     repeats = _validate.positive_int("repeats", repeats)
     threads = _validate.positive_int("threads", threads)
     min_block_ms = _validate.positive_float("min_block_ms", min_block_ms)
-    args = _example(example_input)
+    args = _validate.example_input("example_input", example_input)
     was_training = model.training
     model.eval()
     try:
@@ -245,7 +304,7 @@ def classification_metrics(y_true, y_pred, num_classes: int | None = None) -> di
                      torch.zeros_like(tp))
     labels = present.long()  # average over labels that occur, as scikit-learn does
     return {
-        "accuracy": (tp.sum() / len(y_true)).item(),
+        "accuracy": _share_correct(y_pred, y_true),
         "precision": precision[labels].mean().item(),
         "recall": recall[labels].mean().item(),
         "f1": f1[labels].mean().item(),
@@ -308,8 +367,6 @@ def report(models: dict, data, example_input=None, *, measure_latency: bool = Tr
     Split's test part) and measure its cost on ``example_input`` (default: one test
     example). ``size_fn(model)`` gives bytes on disk; pass ``kdlab.prune.sparse_size_bytes``
     to count a sparse export instead of a dense checkpoint."""
-    from kdlab.train import labelled_pair, predict
-
     if not isinstance(models, dict) or not models:
         raise ValueError(f"models must be a non-empty dict of name -> model, got {models!r}")
     x, y = labelled_pair(data)
@@ -328,7 +385,7 @@ def report(models: dict, data, example_input=None, *, measure_latency: bool = Tr
     return Report(rows)
 
 
-compare = report
+__getattr__ = _deprecation.moved_attributes(__name__, {"compare": "kdlab.evaluate.report"})
 
 
 def mean_std(values) -> tuple:

@@ -1,4 +1,8 @@
-"""Distillation and pruning combined, plus int8 quantization on top.
+"""Distillation and pruning combined, and the protocol every pruning lesson runs.
+
+- :func:`prune_finetune_evaluate`: prune a copy of a trained model, fine-tune it under
+  the masks (with plain cross-entropy, or distilling from a teacher), and measure its
+  accuracy right after pruning and after fine-tuning.
 
 Three orders, each built from :class:`kdlab.distill.Distiller`, the masks and
 schedules of :mod:`kdlab.prune` and the one :func:`kdlab.train.fit` loop:
@@ -11,23 +15,22 @@ schedules of :mod:`kdlab.prune` and the one :func:`kdlab.train.fit` loop:
   more of the weights, then recover by distilling from the unpruned teacher;
   after round r the sparsity is ``r * amount_per_round``.
 
+Each takes the model trained first and the data second, like :func:`kdlab.train.fit`
+and :class:`kdlab.distill.Distiller`, and the teacher by keyword; ``teacher=None``
+gives the same pipeline with plain cross-entropy, the baseline a comparison needs.
 Each trains the model in place and returns ``(model, history)``: a
 :class:`kdlab.train.History` whose records are the epochs of every stage, each
 with ``stage`` and ``sparsity`` (the global share of zero prunable weights at the
 end of the epoch), ``history.steps`` the optimizer steps of all stages together
 and ``history.seconds`` the wall time of the whole pipeline (pruning and
-teacher caching included). ``teacher=None`` gives the same pipeline with plain
-cross-entropy, the baseline a comparison needs.
+teacher caching included).
 
-:func:`quantize_int8` applies post-training dynamic int8 quantization to the
-Linear layers; :func:`quantized_size_bytes` measures the result on disk, dense
-or with only the non-zero int8 weights stored (pruning and quantization compose:
-a zero weight quantizes to exactly 0).
+Int8 quantization on top of either is :mod:`kdlab.quantize`.
 
->>> from kdlab import data, models, pipeline, zoo
+>>> from kdlab import data, models, pipeline
 >>> split = data.load_digits()
 >>> student, history = pipeline.distill_then_prune(
-...     zoo.pretrained("mlp-teacher"), models.create("mlp-student"), split,
+...     models.create("mlp-student"), split, teacher=models.pretrained("mlp-teacher"),
 ...     amount=0.8, distill_epochs=2, finetune_epochs=1)
 >>> round(history.final["sparsity"], 2), history.steps
 (0.8, 45)
@@ -35,19 +38,18 @@ a zero weight quantizes to exactly 0).
 from __future__ import annotations
 
 import copy
-import io
+import functools
 import time
-import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from kdlab import _validate
+from kdlab import _deprecation, _validate
 from kdlab.data import Split
-from kdlab.distill import Distiller
-from kdlab.prune import Schedule, magnitude_prune, sparsity
-from kdlab.prune.sparse_io import encode_sparse, pack_mask
+from kdlab.distill import DEFAULT_TEMPERATURE, Distiller
+from kdlab.prune import PruningMasks, Schedule, magnitude_prune, sparsity
 from kdlab.train import Callback, History, as_loader, fit
 
 _FIT_KEYS_REFUSED = ("objective", "loss_fn", "callbacks", "epochs")
@@ -153,13 +155,117 @@ def _frozen_copy(teacher, model):
     return copy.deepcopy(teacher) if teacher is model else teacher
 
 
+def _model_first(fn):
+    """Accept the old order ``fn(teacher, model, data, ...)`` for one release, with a
+    warning: three positional arguments whose second is a model (the new order takes
+    two, the model and the data, and the teacher by keyword)."""
+    new = f"{fn.__name__}(model, data, teacher=teacher, ...)"
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if len(args) == 3 and isinstance(args[1], nn.Module) and "teacher" not in kwargs:
+            _deprecation.warn(f"kdlab.pipeline.{fn.__name__}(teacher, model, data, ...)", new)
+            teacher, *args = args
+            kwargs["teacher"] = teacher
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- prune, fine-tune, evaluate
+
+@dataclass
+class PruneFinetune:
+    """What :func:`prune_finetune_evaluate` measured: the pruned and fine-tuned ``model``,
+    its ``masks`` (``None`` when ``prune_fn`` made a smaller model instead), its test
+    accuracy right after pruning (``accuracy_pruned``) and after fine-tuning
+    (``accuracy``), and the fine-tuning ``history``."""
+
+    model: nn.Module
+    masks: PruningMasks | None
+    accuracy_pruned: float
+    accuracy: float
+    history: History
+
+
+def prune_finetune_evaluate(model: nn.Module, data, *, amount: float, epochs: int, teacher=None,
+                            prune_fn: Callable = magnitude_prune, test=None, keep_masks: bool = True,
+                            in_place: bool = False, temperature: float = DEFAULT_TEMPERATURE,
+                            alpha: float = 0.9, cache_teacher: bool | None = None,
+                            **fit_kwargs) -> PruneFinetune:
+    """Prune a copy of a trained model, fine-tune it, and measure it before and after.
+
+    1. ``prune_fn(model, amount)`` removes the fraction ``amount`` of the prunable
+       weights (global magnitude by default) and returns the masks, or returns a new,
+       smaller model (structured pruning, e.g. ``lambda m, a: prune.structured_prune(m, a, x)``);
+    2. accuracy on ``test`` right after pruning;
+    3. ``epochs`` of fine-tuning on ``data`` under the masks (re-applied after every
+       step, so pruned weights stay 0; ``keep_masks=False`` shows what happens
+       without), with plain cross-entropy or, given a ``teacher``, by distillation
+       ``alpha * T^2 * KL(q_t || q_s) + (1 - alpha) * CE`` (the dense model itself is
+       the usual teacher);
+    4. accuracy on ``test`` after fine-tuning.
+
+    Args:
+        model: the trained model; it is copied first unless ``in_place``.
+        data: the training data, a Split (its training part), ``(x, y)`` or a DataLoader.
+        amount: fraction of the prunable weights removed, in [0, 1].
+        epochs: fine-tuning epochs, >= 0.
+        teacher: ``None``, or the model to distil from while fine-tuning.
+        prune_fn: ``prune_fn(model, amount)`` -> ``PruningMasks`` or a new ``nn.Module``.
+        test: where accuracy is measured; by default the test part of ``data`` (a Split).
+        temperature, alpha, cache_teacher: as in :class:`kdlab.distill.Distiller`
+            (``cache_teacher=None`` caches whenever ``data`` is in memory).
+        fit_kwargs: passed to :func:`kdlab.train.fit` (``lr``, ``batch_size``, ``seed``, ...).
+
+    >>> from kdlab import data, models
+    >>> split = data.load_digits()
+    >>> run = prune_finetune_evaluate(models.pretrained("lenet-300-100"), split, amount=0.9, epochs=2,
+    ...                               lr=1e-3)
+    >>> round(run.masks.sparsity, 2), run.accuracy > run.accuracy_pruned
+    (0.9, True)
+    """
+    from kdlab.evaluate import accuracy
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    amount = _validate.fraction("amount", amount)
+    epochs = _validate.positive_int("epochs", epochs, allow_zero=True)
+    if not callable(prune_fn):
+        raise TypeError(f"prune_fn must be callable (model, amount) -> PruningMasks or a pruned model, "
+                        f"got {prune_fn!r}")
+    if test is None:
+        if not isinstance(data, Split):
+            raise TypeError(f"test is needed when data is not a Split (whose test part is the default); "
+                            f"got data of type {type(data).__name__}")
+        test = data.test
+    _check_fit_kwargs(fit_kwargs)
+    _check_models(teacher, model, data, "model")
+    trained = model if in_place else copy.deepcopy(model)
+    pruned = prune_fn(trained, amount)
+    if isinstance(pruned, PruningMasks):
+        masks = pruned
+    elif isinstance(pruned, nn.Module):
+        trained, masks = pruned, None
+    else:
+        raise TypeError(f"prune_fn must return PruningMasks or a pruned nn.Module, got {type(pruned).__name__}")
+    accuracy_pruned = accuracy(trained, test)
+    run = _Run(_frozen_copy(teacher, trained), trained, data,
+               _kd_settings(temperature, alpha, cache_teacher, data), fit_kwargs)
+    if epochs:
+        run.train("finetune", epochs, [masks.callback()] if masks is not None and keep_masks else [])
+    _, history = run.finish()
+    return PruneFinetune(trained, masks, accuracy_pruned, accuracy(trained, test), history)
+
+
 # --------------------------------------------------------------------------- the three orders
 
-def distill_then_prune(teacher: nn.Module | None, student: nn.Module, data, *, amount: float,
+@_model_first
+def distill_then_prune(student: nn.Module, data, *, teacher: nn.Module | None, amount: float,
                        distill_epochs: int = 30, finetune_epochs: int = 10,
                        finetune_with_teacher: bool = True, prune_fn: Callable = magnitude_prune,
-                       temperature: float = 4.0, alpha: float = 0.9, cache_teacher: bool | None = None,
-                       **fit_kwargs):
+                       temperature: float = DEFAULT_TEMPERATURE, alpha: float = 0.9,
+                       cache_teacher: bool | None = None, **fit_kwargs):
     """Distil, then prune once, then fine-tune under the masks.
 
     1. ``distill_epochs`` of KD: ``alpha * T^2 * KL(q_t || q_s) + (1 - alpha) * CE``;
@@ -169,9 +275,9 @@ def distill_then_prune(teacher: nn.Module | None, student: nn.Module, data, *, a
        ``finetune_with_teacher=False``) with the masks re-applied after every step.
 
     Args:
-        teacher: a trained model, or ``None`` for plain cross-entropy throughout.
         student: the model trained and pruned in place.
         data: a Split (its training part), ``(x, y)`` tensors or a DataLoader.
+        teacher: a trained model, or ``None`` for plain cross-entropy throughout.
         amount: fraction of the prunable weights removed, in [0, 1].
         prune_fn: ``prune_fn(model, amount, previous=None) -> PruningMasks``.
         temperature, alpha, cache_teacher: as in :class:`kdlab.distill.Distiller`
@@ -180,9 +286,10 @@ def distill_then_prune(teacher: nn.Module | None, student: nn.Module, data, *, a
 
     Returns ``(student, history)`` (see the module docstring).
 
-    >>> from kdlab import data, models, zoo
-    >>> s, h = distill_then_prune(zoo.pretrained("mlp-teacher"), models.create("mlp-student"),
-    ...                           data.load_digits(), amount=0.5, distill_epochs=1, finetune_epochs=1)
+    >>> from kdlab import data, models
+    >>> s, h = distill_then_prune(models.create("mlp-student"), data.load_digits(),
+    ...                           teacher=models.pretrained("mlp-teacher"), amount=0.5,
+    ...                           distill_epochs=1, finetune_epochs=1)
     """
     amount = _validate.fraction("amount", amount)
     distill_epochs = _validate.positive_int("distill_epochs", distill_epochs)
@@ -202,8 +309,9 @@ def distill_then_prune(teacher: nn.Module | None, student: nn.Module, data, *, a
     return run.finish()
 
 
-def prune_while_distilling(teacher: nn.Module | None, student: nn.Module, data, *, schedule: Schedule,
-                           epochs: int = 40, temperature: float = 4.0, alpha: float = 0.9,
+@_model_first
+def prune_while_distilling(student: nn.Module, data, *, teacher: nn.Module | None, schedule: Schedule,
+                           epochs: int = 40, temperature: float = DEFAULT_TEMPERATURE, alpha: float = 0.9,
                            cache_teacher: bool | None = None, **fit_kwargs):
     """One KD run during which ``schedule`` prunes: after every optimizer step t the
     masks tighten to ``schedule.sparsity_at(t)`` (e.g. :class:`kdlab.prune.AGP`,
@@ -211,19 +319,19 @@ def prune_while_distilling(teacher: nn.Module | None, student: nn.Module, data, 
     learns from the teacher under the current masks.
 
     Args:
-        teacher: a trained model, or ``None`` for plain cross-entropy.
         student: the model trained and pruned in place.
         data: a Split, ``(x, y)`` tensors or a DataLoader.
+        teacher: a trained model, or ``None`` for plain cross-entropy.
         schedule: a fresh :class:`kdlab.prune.Schedule` (not used before) that reaches
             its final sparsity within ``epochs * steps_per_epoch`` steps.
         epochs: >= 1. Other arguments as in :func:`distill_then_prune`.
 
     Returns ``(student, history)``.
 
-    >>> from kdlab import data, models, prune, zoo
+    >>> from kdlab import data, models, prune
     >>> agp = prune.AGP(0.0, 0.8, start=0, end=20, frequency=5)
-    >>> s, h = prune_while_distilling(zoo.pretrained("mlp-teacher"), models.create("mlp-student"),
-    ...                               data.load_digits(), schedule=agp, epochs=2)
+    >>> s, h = prune_while_distilling(models.create("mlp-student"), data.load_digits(),
+    ...                               teacher=models.pretrained("mlp-teacher"), schedule=agp, epochs=2)
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a kdlab.prune.Schedule (OneShot, Iterative, AGP), "
@@ -245,22 +353,24 @@ def prune_while_distilling(teacher: nn.Module | None, student: nn.Module, data, 
     return run.finish()
 
 
-def iterative_prune_distill(teacher: nn.Module | None, model: nn.Module, data, *, rounds: int,
+@_model_first
+def iterative_prune_distill(model: nn.Module, data, *, teacher: nn.Module | None, rounds: int,
                             amount_per_round: float, epochs_per_round: int = 10,
-                            prune_fn: Callable = magnitude_prune, temperature: float = 4.0,
+                            prune_fn: Callable = magnitude_prune, temperature: float = DEFAULT_TEMPERATURE,
                             alpha: float = 0.9, cache_teacher: bool | None = None, **fit_kwargs):
     """Alternate pruning and recovery by distillation from the unpruned teacher.
 
     Round r = 1..rounds: prune ``model`` to total sparsity ``r * amount_per_round``
     (weights pruned before stay pruned), then ``epochs_per_round`` of KD from
     ``teacher`` under the masks. With ``rounds=1`` this is "prune once, recover
-    with the teacher"; with ``teacher=None`` it is plain iterative pruning with
-    fine-tuning (Han et al. 2015).
+    with the teacher" (:func:`prune_finetune_evaluate` also measures it); with
+    ``teacher=None`` it is plain iterative pruning with fine-tuning (Han et al. 2015).
 
     Args:
+        model: the model pruned and trained in place.
+        data: a Split (its training part), ``(x, y)`` tensors or a DataLoader.
         teacher: the unpruned model (commonly the very model before pruning: pass
             ``model`` itself and an unpruned copy is kept as teacher), or ``None``.
-        model: the model pruned and trained in place.
         rounds: >= 1.
         amount_per_round: fraction of all prunable weights removed per round, > 0,
             with ``rounds * amount_per_round <= 1``.
@@ -268,9 +378,9 @@ def iterative_prune_distill(teacher: nn.Module | None, model: nn.Module, data, *
 
     Returns ``(model, history)``.
 
-    >>> from kdlab import data, models, zoo
-    >>> m = zoo.pretrained("lenet-300-100")
-    >>> m, h = iterative_prune_distill(m, m, data.load_digits(), rounds=2, amount_per_round=0.45,
+    >>> from kdlab import data, models
+    >>> m = models.pretrained("lenet-300-100")
+    >>> m, h = iterative_prune_distill(m, data.load_digits(), teacher=m, rounds=2, amount_per_round=0.45,
     ...                                epochs_per_round=1)
     >>> round(h.final["sparsity"], 2)
     0.9
@@ -296,98 +406,7 @@ def iterative_prune_distill(teacher: nn.Module | None, model: nn.Module, data, *
     return run.finish()
 
 
-# --------------------------------------------------------------------------- int8 quantization
-
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Post-training dynamic int8 quantization of every ``nn.Linear`` (a quantized copy;
-    ``model`` is left as it is).
-
-    Each Linear weight becomes ``q = clamp(round(w / s), -128, 127)`` with one scale
-    ``s = max|w| / 127.5`` per tensor (symmetric, zero point 0, so a pruned weight
-    stays exactly 0); activations are quantized on the fly at inference. Runs on
-    CPU (``torch.ao.quantization.quantize_dynamic``); other layers stay float.
-
-    >>> from kdlab import models
-    >>> q = quantize_int8(models.create("mlp-student"))
-    >>> type(q.layers[0]).__name__
-    'Linear'
-    >>> type(q.layers[0]).__module__
-    'torch.ao.nn.quantized.dynamic.modules.linear'
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise ValueError(f"model has no nn.Linear layer to quantize: {type(model).__name__}")
-    float_copy = copy.deepcopy(model).cpu().eval()
-    # torch 2.x announces that torch.ao.quantization (and quantized tensor dtypes) will move
-    # to the separate torchao package; the eager API is still the one shipped with torch, so
-    # the notice is silenced here only, where nothing else can raise it.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated",
-                                category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
-                                category=UserWarning)
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(float_copy, {nn.Linear}, dtype=torch.qint8)
-
-
-def _quantized_linears(qmodel: nn.Module) -> dict:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
-    return {name: m for name, m in qmodel.named_modules() if isinstance(m, DynamicLinear)}
-
-
-def quantized_size_bytes(qmodel: nn.Module, *, sparse: bool = False) -> int:
-    """Bytes on disk of a :func:`quantize_int8` model.
-
-    ``sparse=False``: ``torch.save(qmodel.state_dict())`` (1 byte per weight plus
-    float biases and one scale per layer). ``sparse=True``: each int8 weight as a
-    bitmask of its non-zeros (n/8 bytes) plus the non-zero int8 values, the scale
-    and zero point and the float bias (dense int8 where that is smaller); float tensors of other layers as in
-    :func:`kdlab.prune.save_sparse`. At sparsity s an n-weight layer costs about
-    ``n/8 + (1 - s) n`` bytes instead of ``n``.
-
-    >>> from kdlab import models
-    >>> q = quantize_int8(models.create("lenet-300-100"))
-    >>> quantized_size_bytes(q) < 266_200 // 3
-    True
-    """
-    if not isinstance(qmodel, nn.Module):
-        raise TypeError(f"qmodel must be an nn.Module, got {type(qmodel).__name__}")
-    linears = _quantized_linears(qmodel)
-    if not linears:
-        raise ValueError("qmodel has no dynamically quantized Linear layer; pass quantize_int8(model)")
-    sparse = bool(_validate.choice("sparse", sparse, (True, False)))
-    buffer = io.BytesIO()
-    if not sparse:
-        torch.save(qmodel.state_dict(), buffer)
-        return buffer.getbuffer().nbytes
-    torch.save(sparse_int8_state(qmodel), buffer)
-    return buffer.getbuffer().nbytes
-
-
-def sparse_int8_state(qmodel: nn.Module) -> dict:
-    """What ``quantized_size_bytes(qmodel, sparse=True)`` stores: per quantized Linear
-    ``{"shape", "bits", "values" (int8 non-zeros), "scale", "zero_point", "bias"}``
-    (or the dense int8 ``"weight"`` where the bitmask would not save bytes),
-    and the other float tensors of the state_dict encoded as in
-    :func:`kdlab.prune.save_sparse`."""
-    linears = _quantized_linears(qmodel)
-    state = {}
-    for name, m in linears.items():
-        w = m.weight()
-        q = w.int_repr()
-        mask = q != 0
-        entry = {"scale": float(w.q_scale()), "zero_point": int(w.q_zero_point()),
-                 "bias": None if m.bias() is None else m.bias().detach()}
-        if (q.numel() + 7) // 8 + int(mask.sum()) < q.numel():
-            entry.update(shape=list(q.shape), bits=pack_mask(mask), values=q[mask])
-        else:  # too dense for the bitmask to pay off
-            entry.update(weight=q)
-        state[name] = entry
-    prefixes = tuple(f"{n}." for n in linears)
-    for key, t in qmodel.state_dict().items():
-        if not key.startswith(prefixes) and isinstance(t, torch.Tensor):
-            state[key] = encode_sparse(t)
-    return state
+__getattr__ = _deprecation.moved_attributes(__name__, {
+    "quantize_int8": "kdlab.quantize.quantize_int8",
+    "quantized_size_bytes": "kdlab.quantize.quantized_size_bytes",
+    "sparse_int8_state": "kdlab.quantize.sparse_int8_state"})

@@ -1,15 +1,23 @@
 """Seeding and the one training loop of kdlab.
 
+- :func:`seed_everything`, :func:`num_threads`, :func:`over_seeds`: runs that repeat
+  exactly, and a claim shown over several seeds;
+- :func:`fit` with :class:`Callback`, :class:`TrainState` and :class:`History`;
+  :func:`make_optimizer`, :func:`as_loader`;
+- :func:`steps_per_epoch` and :func:`equal_step_epochs`: comparing runs on data of
+  different sizes at the same number of optimizer steps.
+
 Distillation and pruning do not copy this loop: they plug into it with an
 ``objective`` (how a batch becomes a loss) and callbacks (what happens around a
-step), e.g. re-applying pruning masks or tightening them on a schedule.
+step), e.g. re-applying pruning masks or tightening them on a schedule. Measuring
+the trained model is :mod:`kdlab.evaluate`'s.
 
->>> from kdlab import data, models, train
+>>> from kdlab import data, evaluate, models, train
 >>> train.seed_everything(0)
 >>> split = data.load_digits()
 >>> model = models.create("mlp-student")
 >>> history = train.fit(model, split.train, epochs=10, lr=3e-3, progress=False)
->>> train.evaluate(model, split.test) > 0.85
+>>> evaluate.accuracy(model, split.test) > 0.85
 True
 """
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kdlab import _validate
+from kdlab import _deprecation, _validate
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("fp32", "bf16")
@@ -346,7 +354,9 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
         record = {"epoch": epoch + 1, "loss": total / max(count, 1),
                   "seconds": time.perf_counter() - epoch_start}
         if eval_data is not None:
-            record["eval_acc"] = evaluate(model, eval_data, device=device)
+            from kdlab.evaluate import accuracy
+
+            record["eval_acc"] = accuracy(model, eval_data, device=device)
         history.records.append(record)
         history.steps = state.step
         for c in callbacks:
@@ -365,59 +375,46 @@ def fit(model: nn.Module, data, *, epochs: int, lr: float = 1e-3, optimizer="ada
     return history
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data, *, device=None, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``model`` on ``data`` (a tensor of inputs, ``(x, y)``, a Split's test
-    part or a DataLoader), in eval mode; the model's mode is restored afterwards."""
+def steps_per_epoch(n: int, batch_size: int = 64) -> int:
+    """Optimizer steps of one epoch over ``n`` examples: ``ceil(n / batch_size)`` (the last
+    batch may be smaller)."""
+    n = _validate.positive_int("n", n, allow_zero=True)
+    batch_size = _validate.positive_int("batch_size", batch_size)
+    return -(-n // batch_size)
+
+
+def _size(name: str, data) -> int:
+    """The number of training examples of ``data``: a count, an ``(x, y)`` pair or a Split."""
     from kdlab.data import Split
 
     if isinstance(data, Split):
-        data = data.test
-    if isinstance(data, torch.Tensor):
-        batches = data.split(batch_size)
-    else:
-        batches = (b[0] for b in as_loader(data, batch_size=batch_size, shuffle=False))
-    if device is None:
-        # a model without parameters (e.g. dynamically quantized) runs on the CPU
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x.to(device)).cpu() for x in batches])
-    finally:
-        model.train(was_training)
+        return len(data.y_train)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return len(data[0])
+    if isinstance(data, torch.Tensor) or isinstance(data, bool) or not isinstance(data, int):
+        raise TypeError(f"{name} must be a number of examples, an (x, y) pair of tensors or a Split; "
+                        f"got {type(data).__name__}")
+    return _validate.positive_int(name, data)
 
 
-def labelled_pair(data, name: str = "data") -> tuple:
-    """``data`` as an ``(x, y)`` pair of tensors of equal length (a Split gives its test
-    part); anything else is refused with a message that says what is allowed."""
-    from kdlab.data import Split
+def equal_step_epochs(epochs: int, reference, data, *, batch_size: int = 64) -> int:
+    """Epochs over ``data`` that take as many optimizer steps as ``epochs`` over ``reference``:
+    ``round(epochs * ceil(N_ref / b) / ceil(N / b))`` for batch size ``b``.
 
-    if isinstance(data, Split):
-        return data.test
-    if (isinstance(data, (tuple, list)) and len(data) == 2
-            and all(isinstance(t, torch.Tensor) for t in data)):
-        if len(data[0]) != len(data[1]):
-            raise ValueError(f"{name} must pair x and y of the same length, got {len(data[0])} and {len(data[1])}")
-        return tuple(data)
-    got = (f"a tensor of shape {tuple(data.shape)}" if isinstance(data, torch.Tensor)
-           else f"a {type(data).__name__}" + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
-    hint = "; for the logits of inputs alone use kdlab.train.predict" if isinstance(data, torch.Tensor) else ""
-    raise TypeError(f"{name} must be an (x, y) pair of tensors, a DataLoader or a Split; got {got}{hint}")
+    A model trained on fewer examples takes fewer steps per epoch; comparing it with one
+    trained on more at equal epochs gives it less training, not less data.
+    ``reference`` and ``data`` are numbers of examples, ``(x, y)`` pairs or Splits
+    (their training part).
 
-
-def evaluate(model: nn.Module, data, *, device=None) -> float:
-    """Top-1 accuracy in [0, 1] on ``data`` (``(x, y)``, a DataLoader, or a Split's test part)."""
-    if isinstance(data, DataLoader):  # one pass, so a shuffling loader stays paired
-        correct = total = 0
-        for batch in data:
-            logits = predict(model, batch[0], device=device)
-            correct += (logits.argmax(1) == batch[1]).sum().item()
-            total += len(batch[1])
-        return correct / max(total, 1)
-    x, y = labelled_pair(data)
-    return (predict(model, x, device=device).argmax(1) == y).float().mean().item()
+    >>> equal_step_epochs(20, 898, 90)   # 15 steps per epoch against 2
+    150
+    """
+    epochs = _validate.positive_int("epochs", epochs)
+    reference_steps = steps_per_epoch(_size("reference", reference), batch_size)
+    steps = steps_per_epoch(_size("data", data), batch_size)
+    if steps == 0:
+        raise ValueError("data must hold at least one example, got none")
+    return round(epochs * reference_steps / steps)
 
 
 def over_seeds(fn: Callable[[int], object], seeds) -> list:
@@ -434,3 +431,8 @@ def over_seeds(fn: Callable[[int], object], seeds) -> list:
         seed_everything(seed, threads=threads)
         results.append(fn(seed))
     return results
+
+
+__getattr__ = _deprecation.moved_attributes(__name__, {
+    "evaluate": "kdlab.evaluate.accuracy", "predict": "kdlab.evaluate.predict",
+    "labelled_pair": "kdlab.evaluate.labelled_pair"})

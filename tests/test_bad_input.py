@@ -57,14 +57,14 @@ def test_callbacks_are_checked_before_the_first_step():
 
 
 @pytest.mark.parametrize("call", [
-    lambda m, x, y: train.evaluate(m, x),
+    lambda m, x, y: evaluate.accuracy(m, x),
     lambda m, x, y: evaluate.report({"m": m}, x, measure_latency=False),
 ])
 def test_inputs_without_labels_say_what_is_needed(call):
     x = torch.randn(4, 4)
     with pytest.raises(TypeError, match=r"data must be an \(x, y\) pair of tensors, a DataLoader or a Split; "
                                         r"got a tensor of shape \(4, 4\); for the logits of inputs alone use "
-                                        r"kdlab.train.predict"):
+                                        r"kdlab.evaluate.predict"):
         call(_mlp(), x, None)
 
 

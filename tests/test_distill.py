@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -7,10 +8,13 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import kdlab
+import kdlab._deprecation
+import kdlab.evaluate
 from kdlab import distill
-from kdlab.distill import (Distiller, attention_transfer_loss, cosine_temperature, dkd_loss, dkd_terms,
-                           hint_loss, kd_loss, linear_temperature, make_regressor,
-                           multi_teacher_targets, soft_targets, transfer_targets)
+from kdlab.distill import (Distiller, TeacherCache, attention_transfer_loss, compare_with_alone,
+                           cosine_temperature, dkd_loss, dkd_terms, hint_loss, kd_loss, linear_temperature,
+                           make_regressor, multi_teacher_targets, soft_targets, transfer_targets)
+from kdlab.distill.losses import KDWeights
 from kdlab.models import MLP, SmallCNN
 
 FAST = settings(max_examples=25, deadline=None)
@@ -30,20 +34,20 @@ temperatures = st.floats(0.05, 50.0)
 @FAST
 @given(logits_strategy(), temperatures)
 def test_soft_targets_sum_to_one_and_shift_invariant(z, T):
-    q = soft_targets(z, T)
+    q = soft_targets(z, temperature=T)
     assert torch.allclose(q.sum(-1), torch.ones(len(z), dtype=z.dtype))
     assert (q >= 0).all()
-    assert torch.allclose(soft_targets(z + 7.5, T), q, atol=1e-12)
+    assert torch.allclose(soft_targets(z + 7.5, temperature=T), q, atol=1e-12)
 
 
 @FAST
 @given(logits_strategy())
 def test_soft_targets_at_T1_is_softmax_and_differs_from_softmax_of_probs(z):
-    assert torch.allclose(soft_targets(z, 1.0), torch.softmax(z, -1))
+    assert torch.allclose(soft_targets(z, temperature=1.0), torch.softmax(z, -1))
     probs = torch.softmax(z, -1)
     # softening probabilities squeezes them into [0, 1]: nearly uniform, not the soft targets
     wrong = torch.softmax(probs / 4.0, -1)
-    right = soft_targets(z, 4.0)
+    right = soft_targets(z, temperature=4.0)
     spread = z.max(-1).values - z.min(-1).values
     rows = spread > 1.0
     if rows.any():
@@ -55,9 +59,9 @@ def test_soft_targets_at_T1_is_softmax_and_differs_from_softmax_of_probs(z):
 
 def test_soft_targets_limits():
     z = torch.tensor([[3.0, 1.0, -2.0, 0.5]], dtype=torch.float64)
-    assert torch.allclose(soft_targets(z, 1e-3), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64))
-    assert torch.allclose(soft_targets(z, 1e6), torch.full((1, 4), 0.25, dtype=torch.float64), atol=1e-5)
-    entropies = [-(q * q.log()).sum().item() for q in (soft_targets(z, T) for T in (0.5, 1, 2, 4, 8))]
+    assert torch.allclose(soft_targets(z, temperature=1e-3), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64))
+    assert torch.allclose(soft_targets(z, temperature=1e6), torch.full((1, 4), 0.25, dtype=torch.float64), atol=1e-5)
+    entropies = [-(q * q.log()).sum().item() for q in (soft_targets(z, temperature=T) for T in (0.5, 1, 2, 4, 8))]
     assert entropies == sorted(entropies)
 
 
@@ -153,13 +157,14 @@ def test_multi_teacher_modes_and_weights():
     torch.manual_seed(0)
     a, b = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     T = 2.0
-    logits_mode = multi_teacher_targets([a, b], T, weights=[3, 1])
+    logits_mode = multi_teacher_targets([a, b], temperature=T, weights=[3, 1])
     assert torch.allclose(logits_mode, torch.softmax((0.75 * a + 0.25 * b) / T, 1))
-    probs_mode = multi_teacher_targets([a, b], T, weights=[3, 1], mode="probs")
-    assert torch.allclose(probs_mode, 0.75 * soft_targets(a, T) + 0.25 * soft_targets(b, T))
-    assert torch.allclose(multi_teacher_targets([a], T), soft_targets(a, T))
-    assert torch.allclose(multi_teacher_targets([a, b], T, weights=[1, 0], mode="probs"), soft_targets(a, T))
-    assert torch.allclose(multi_teacher_targets(torch.stack([a, b]), T), multi_teacher_targets([a, b], T))
+    probs_mode = multi_teacher_targets([a, b], temperature=T, weights=[3, 1], mode="probs")
+    assert torch.allclose(probs_mode, 0.75 * soft_targets(a, temperature=T) + 0.25 * soft_targets(b, temperature=T))
+    assert torch.allclose(multi_teacher_targets([a], temperature=T), soft_targets(a, temperature=T))
+    assert torch.allclose(multi_teacher_targets([a, b], temperature=T, weights=[1, 0], mode="probs"),
+                          soft_targets(a, temperature=T))
+    assert torch.allclose(multi_teacher_targets(torch.stack([a, b]), temperature=T), multi_teacher_targets([a, b], temperature=T))
 
 
 # ----------------------------------------------------------------- features
@@ -215,9 +220,9 @@ def test_bad_temperature(T):
     with pytest.raises(ValueError, match="temperature"):
         kd_loss(GOOD_S, GOOD_T, GOOD_Y, temperature=T)
     with pytest.raises(ValueError, match="temperature"):
-        soft_targets(GOOD_S, T)
+        soft_targets(GOOD_S, temperature=T)
     with pytest.raises(ValueError, match="temperature"):
-        multi_teacher_targets([GOOD_T], T)
+        multi_teacher_targets([GOOD_T], temperature=T)
     with pytest.raises(ValueError, match="temperature"):
         Distiller(MLP(4, (3,), 3), MLP(4, (3,), 3), temperature=T)
 
@@ -236,7 +241,7 @@ def test_mismatched_logits():
     with pytest.raises(ValueError, match="same shape"):
         dkd_loss(GOOD_S, torch.ones(3, 3), GOOD_Y)
     with pytest.raises(ValueError, match="teacher_logits\\[1\\]"):
-        multi_teacher_targets([GOOD_T, torch.ones(4, 5)], 2.0)
+        multi_teacher_targets([GOOD_T, torch.ones(4, 5)], temperature=2.0)
 
 
 @pytest.mark.parametrize("y, match", [(torch.tensor([0, 1, 2]), "shape"), (torch.tensor([[0, 1, 2, 0]]), "shape"),
@@ -256,7 +261,7 @@ def test_float_targets_refused():
 
 def test_empty_teachers():
     with pytest.raises(ValueError, match="teacher"):
-        multi_teacher_targets([], 2.0)
+        multi_teacher_targets([], temperature=2.0)
     with pytest.raises(ValueError, match="teachers"):
         Distiller(MLP(4, (3,), 3), [])
 
@@ -265,7 +270,7 @@ def test_empty_teachers():
                                             ([0.0, 0.0], "all be zero"), ([1.0, math.nan], "weights\\[1\\]")])
 def test_bad_teacher_weights(weights, match):
     with pytest.raises(ValueError, match=match):
-        multi_teacher_targets([GOOD_T, GOOD_T], 2.0, weights=weights)
+        multi_teacher_targets([GOOD_T, GOOD_T], temperature=2.0, weights=weights)
     with pytest.raises(ValueError, match="teacher_weights") as err:
         Distiller(MLP(4, (3,), 3), [MLP(4, (3,), 3), MLP(4, (3,), 3)], teacher_weights=weights)
     assert err.match(match)
@@ -365,15 +370,15 @@ def test_cached_teacher_matches_uncached_and_runs_teacher_once():
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.7, 1.0])
-@pytest.mark.parametrize("classes", [3, 10, 300])  # 300: above MAX_SPREAD_CLASSES, the broadcast path
+@pytest.mark.parametrize("classes", [3, 10, 300])  # 300: above KDWeights.MAX_SPREAD_CLASSES, broadcasting
 @pytest.mark.parametrize("n", [32, 7])             # 7: a last batch smaller than the batch size
 def test_cached_kd_equals_kd_loss_in_value_and_gradient(alpha, classes, n):
-    """The cached path writes KD as weights over three log-softmax rows; it must be kd_loss."""
+    """Cached KD is written as weights over three log-softmax rows; it must be kd_loss."""
     gen = torch.Generator().manual_seed(classes + n)
     teacher_logits = 5 * torch.randn(50, classes, generator=gen, dtype=torch.float64)
     targets = torch.randint(0, classes, (50,), generator=gen)
     T = 3.0
-    table = distill._CachedKD(F.log_softmax(teacher_logits / T, 1), targets, T, alpha, batch_size=32)
+    table = KDWeights.build(F.log_softmax(teacher_logits / T, 1), targets, T, alpha, batch_size=32)
     idx = torch.randperm(50, generator=gen)[:n]
     z = (4 * torch.randn(n, classes, generator=gen, dtype=torch.float64)).requires_grad_()
     got = table.loss(z, table.weights[idx])
@@ -387,7 +392,7 @@ def test_cached_kd_equals_kd_loss_in_value_and_gradient(alpha, classes, n):
 def test_cached_kd_is_finite_for_huge_logits():
     targets = torch.tensor([0, 2])
     teacher = torch.tensor([[1e4, 0.0, -1e4], [-1e4, 0.0, 1e4]])
-    table = distill._CachedKD(F.log_softmax(teacher / 4.0, 1), targets, 4.0, 0.9, batch_size=2)
+    table = KDWeights.build(F.log_softmax(teacher / 4.0, 1), targets, 4.0, 0.9, batch_size=2)
     z = torch.tensor([[-1e4, 1e4, 0.0], [1e4, 0.0, -1e4]], requires_grad=True)
     loss = table.loss(z, table.weights)
     loss.backward()
@@ -397,13 +402,13 @@ def test_cached_kd_is_finite_for_huge_logits():
 
 def test_cached_distiller_rebuilds_targets_only_when_the_temperature_changes(monkeypatch):
     built = []
-    real = distill._CachedKD.__init__
+    real = Distiller._targets
 
-    def spy(self, log_q, targets, temperature, alpha, batch_size):
-        built.append(temperature)
-        real(self, log_q, targets, temperature, alpha, batch_size)
+    def spy(self, teacher_logits, y):
+        built.append(self.temperature)
+        return real(self, teacher_logits, y)
 
-    monkeypatch.setattr(distill._CachedKD, "__init__", spy)
+    monkeypatch.setattr(Distiller, "_targets", spy)
     x, y = _toy()
     Distiller(MLP(6, (8,), 3), MLP(6, (16,), 3), temperature=4.0, cache_teacher=True).fit(
         (x, y), epochs=3, batch_size=32, progress=False)
@@ -467,7 +472,7 @@ def test_multi_teacher_distiller_uses_weighted_targets():
     for mode in ("logits", "probs"):
         d = Distiller(student, [a, b], teacher_weights=[2, 1], multi_teacher_mode=mode, temperature=3.0)
         with torch.no_grad():
-            q = multi_teacher_targets([a(x), b(x)], 3.0, [2, 1], mode)
+            q = multi_teacher_targets([a(x), b(x)], temperature=3.0, weights=[2, 1], mode=mode)
             p = F.log_softmax(student(x) / 3.0, 1)
             expected = 9 * (q * (q.log() - p)).sum() / len(x)
             assert torch.allclose(d.objective(student, (x,)), expected, atol=1e-6)
@@ -519,16 +524,28 @@ def test_default_hint_weight_divides_each_hint_by_its_feature_size():
     assert got_raw - kd > 50 * (got_default - kd)
 
 
-def test_attention_hints_on_cnns_and_dkd_train():
+def test_attention_hints_with_dkd_add_each_term_to_the_loss():
     torch.manual_seed(0)
     x = torch.rand(32, 1, 8, 8)
     y = torch.randint(0, 3, (32,))
     student, teacher = SmallCNN(1, 3, (4, 8)), SmallCNN(1, 3, (8, 16)).eval()
-    d = Distiller(student, teacher, hints=[("features.0", "features.0"), ("features.2", "features.2")],
-                  hint_kind="attention", loss="dkd")
-    h = d.fit((x, y), epochs=2, batch_size=16, progress=False)
-    assert len(h) == 2 and all(math.isfinite(v) for v in h["loss"])
+    hints = [("features.0", "features.0"), ("features.2", "features.2")]
+    d = Distiller(student, teacher, hints=hints, hint_kind="attention", loss="dkd", temperature=2.0)
+    d.fit((x, y), epochs=2, batch_size=16, progress=False)
     assert not any(m._forward_hooks for m in list(student.modules()) + list(teacher.modules()))
+    student.eval()
+    d._add_hooks()
+    try:
+        with torch.no_grad():
+            got = d.objective(student, (x, y))
+            features = dict(d._features)
+    finally:
+        d.remove_hooks()
+    with torch.no_grad():
+        s, t = student(x), teacher(x)
+    expected = (F.cross_entropy(s, y) + dkd_loss(s, t, y, temperature=2.0)
+                + sum(attention_transfer_loss(features[("student", a)], features[("teacher", b)]) for a, b in hints))
+    assert torch.allclose(got, expected, rtol=1e-5)
 
 
 def test_callable_loss_and_extra_callbacks():
@@ -553,5 +570,119 @@ def test_transfer_targets_soft_and_hard():
     x, _ = _toy(n=10)
     teacher = MLP(6, (16,), 3).eval()
     soft = transfer_targets(teacher, x, temperature=2.0)
-    assert torch.allclose(soft, soft_targets(teacher(x).detach(), 2.0))
+    assert torch.allclose(soft, soft_targets(teacher(x).detach(), temperature=2.0))
     assert torch.equal(transfer_targets(teacher, x, hard=True), teacher(x).argmax(1))
+
+
+# ----------------------------------------------------------------- the teacher cache
+
+def test_teacher_cache_runs_each_teacher_once_and_looks_targets_up_by_index():
+    torch.manual_seed(0)
+    x, y = _toy(n=10)
+    a, b = ModeRecorder(MLP(6, (16,), 3)), ModeRecorder(MLP(6, (16,), 3))
+    cache = TeacherCache([a, b], x, y)
+    assert cache.logits.shape == (2, 10, 3) and len(a.seen) == len(b.seen) == 1
+    builds = []
+
+    def build(logits, labels):
+        builds.append(1)
+        return logits.sum(0), None, labels
+
+    cache.refresh(4.0, build)
+    cache.refresh(4.0, build)
+    assert len(builds) == 1, "the same temperature reuses the targets it has"
+    cache.refresh(2.0, build)
+    assert len(builds) == 2
+    index = torch.tensor([7, 2])
+    total, nothing, labels = cache[index]
+    with torch.no_grad():
+        assert torch.allclose(total, a.inner(x[index]) + b.inner(x[index]), atol=1e-6)
+    assert nothing is None and torch.equal(labels, y[index])
+
+
+@pytest.mark.parametrize("loss", ["kd", "dkd"])
+def test_cached_teacher_matches_uncached_with_unlabelled_examples(loss):
+    x, y = _toy()
+    y = y.clone()
+    if loss == "kd":
+        y[::3] = distill.UNLABELLED
+    results = []
+    for cache in (False, True):
+        torch.manual_seed(0)
+        student, teacher = MLP(6, (8,), 3), MLP(6, (16,), 3).eval()
+        h = Distiller(student, teacher, loss=loss, temperature=3.0, alpha=0.6, cache_teacher=cache).fit(
+            (x, y), epochs=2, batch_size=32, progress=False)
+        results.append((h["loss"], [p.detach().clone() for p in student.parameters()]))
+    (loss_a, params_a), (loss_b, params_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params_a, params_b))
+
+
+# ----------------------------------------------------------------- KD against the student alone
+
+def test_compare_with_alone_gives_both_arms_the_same_start_and_steps():
+    x, y = _toy(n=96)
+    labelled = (x[:20], y[:20])
+    hidden = y.clone()
+    hidden[20:] = distill.UNLABELLED
+    teacher = MLP(6, (16,), 3).eval()
+    make = lambda: MLP(6, (8,), 3)
+    result = compare_with_alone(make, teacher, labelled=labelled, transfer=(x, hidden), test=(x, y),
+                                epochs=3, seeds=[0, 1], batch_size=16, lr=1e-2)
+    # 96 examples are 6 batches of 16, 20 examples 2: the student alone trains 3 * 6 / 2 epochs
+    assert result.alone_epochs == 9 and result.alone_steps == result.kd_steps == 18
+    for i, seed in enumerate([0, 1]):
+        kdlab.train.seed_everything(seed)
+        alone = make()
+        kdlab.train.fit(alone, labelled, epochs=9, seed=seed, batch_size=16, lr=1e-2, progress=False)
+        kdlab.train.seed_everything(seed)
+        student = make()
+        Distiller(student, teacher, cache_teacher=True).fit((x, hidden), epochs=3, seed=seed, batch_size=16,
+                                                           lr=1e-2, progress=False)
+        assert result.alone[i] == kdlab.evaluate.accuracy(alone, (x, y))
+        assert result.kd[i] == kdlab.evaluate.accuracy(student, (x, y))
+    assert result.differences == [k - a for a, k in zip(result.alone, result.kd)]
+    assert "KD - alone" in str(result)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"make_student": MLP(6, (8,), 3)}, "make_student must be a function"),
+    ({"labelled": torch.zeros(4, 6)}, "labelled must be an \\(x, y\\) pair"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"seeds": 3}, "seeds must be a sequence"),
+    ({"seeds": []}, "seeds must name at least one seed"),
+    ({"seed": 1}, "seed is set by compare_with_alone"),
+    ({"temperature": 0.0}, "temperature must be a finite number > 0"),
+])
+def test_compare_with_alone_refuses_bad_input_before_training(kwargs, match):
+    x, y = _toy(n=16)
+    args = {"make_student": lambda: MLP(6, (8,), 3), "teacher": MLP(6, (16,), 3), "labelled": (x, y),
+            "transfer": (x, y), "test": (x, y), "epochs": 1, **kwargs}
+    with pytest.raises((TypeError, ValueError), match=match):
+        compare_with_alone(**args)
+
+
+# ----------------------------------------------------------------- old spellings
+
+def test_temperature_by_position_still_works_with_a_warning_naming_the_keyword():
+    z = torch.tensor([[2.0, 0.0, -1.0]])
+    with pytest.warns(kdlab._deprecation.CATEGORY, match=r"soft_targets\(\.\.\., temperature=\.\.\.\)"):
+        old = soft_targets(z, 2.0)
+    assert torch.equal(old, soft_targets(z, temperature=2.0))
+    with pytest.warns(kdlab._deprecation.CATEGORY, match="temperature=..., weights=..."):
+        old = multi_teacher_targets([z, z], 2.0, [1, 3])
+    assert torch.equal(old, multi_teacher_targets([z, z], temperature=2.0, weights=[1, 3]))
+    with pytest.raises(TypeError, match="temperature both by position and by keyword"):
+        soft_targets(z, 2.0, temperature=3.0)
+
+
+def test_soft_targets_without_temperature_keeps_the_old_default_with_a_warning():
+    z = torch.tensor([[2.0, 0.0, -1.0]])
+    with pytest.warns(kdlab._deprecation.CATEGORY, match="temperature=1.0"):
+        assert torch.equal(soft_targets(z), torch.softmax(z, -1))
+    teacher = MLP(3, (4,), 3).eval()
+    with pytest.warns(kdlab._deprecation.CATEGORY, match="transfer_targets"):
+        transfer_targets(teacher, z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transfer_targets(teacher, z, hard=True)  # one teacher's argmax is the same at every T

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdlab import drill
+from kdlab.course import drill
 
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
 

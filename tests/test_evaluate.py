@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab import data, evaluate, models
+from kdlab import evaluate, models
 
 
 def test_flops_of_linear_and_conv_equal_hand_count():
@@ -83,10 +83,9 @@ def test_classification_metrics_match_scikit_learn():
     assert evaluate.classification_metrics(y, logits) == m
 
 
-def test_report_rows_table_and_plot():
+def test_report_rows_table_and_plot(split):
     import matplotlib
     matplotlib.use("Agg")
-    split = data.load_digits()
     rep = evaluate.report({"tiny": models.create("mlp-tiny"), "student": models.create("mlp-student")},
                           split, measure_latency=False)
     assert list(rep.rows) == ["tiny", "student"]
@@ -126,12 +125,12 @@ def test_quantized_models_count_their_packed_weights_and_operations():
     parameters; kdlab.evaluate counts both, so a report of an int8 model does not read 0."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from kdlab import models, pipeline
+    from kdlab import models, quantize
 
     model = models.create("lenet-300-100")
     with torch.no_grad():
         model.layers[0].weight[:, :10] = 0.0  # exact zeros stay zeros in int8 (symmetric, zero point 0)
-    q = pipeline.quantize_int8(model)
+    q = quantize.quantize_int8(model)
     x = torch.rand(5, 64)
     assert list(q.parameters()) == []
     assert evaluate.count_parameters(q) == evaluate.count_parameters(model) == 50_610
@@ -185,3 +184,22 @@ def test_latency_interleaved_alternates_models(monkeypatch):
     assert order == [("A", 4), ("B", 4), ("A", 0), ("B", 0), ("A", 0), ("B", 0)]
     with pytest.raises(ValueError):
         evaluate.latency_interleaved({}, torch.zeros(1))
+
+
+def test_accuracy_is_one_formula_for_models_and_for_labels(split):
+    torch.manual_seed(0)
+    model = models.create("mlp-tiny")
+    predicted = evaluate.predict(model, split).argmax(1)
+    x, y = split.test
+    assert evaluate.accuracy(model, split) == (predicted == y).float().mean().item()
+    assert evaluate.classification_metrics(y, predicted)["accuracy"] == evaluate.accuracy(model, (x, y))
+    report = evaluate.report({"m": model}, split, measure_latency=False)
+    assert report["m"]["accuracy"] == evaluate.accuracy(model, split)
+
+
+def test_the_old_name_compare_still_works_with_a_warning(split):
+    import kdlab._deprecation
+
+    with pytest.warns(kdlab._deprecation.CATEGORY, match="kdlab.evaluate.compare .*use kdlab.evaluate.report"):
+        old = evaluate.compare
+    assert old is evaluate.report

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from kdlab import course, lab
+from kdlab import course
+from kdlab.course import lab
 
 
 @pytest.fixture

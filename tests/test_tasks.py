@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from kdlab import models, tasks
+from kdlab import models
+from kdlab.data import tasks
 
 
 def test_digit_rows_are_the_digit_images():

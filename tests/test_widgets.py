@@ -4,7 +4,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from kdlab import widgets  # noqa: E402
+from kdlab.course import widgets  # noqa: E402
 
 
 def test_entropy_limits():

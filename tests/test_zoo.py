@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from kdlab import data, train, zoo
+from kdlab import data, evaluate, train
+from kdlab.models import zoo
 
 
 def test_pretrained_is_cached_deterministic_and_leaves_rng_alone(tmp_path, monkeypatch):
@@ -16,7 +17,7 @@ def test_pretrained_is_cached_deterministic_and_leaves_rng_alone(tmp_path, monke
     assert len(files) == 1 and files[0].suffix == ".pt"
     again = zoo.pretrained("mlp-tiny", epochs=5, data=split)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
-    assert not again.training and train.evaluate(again, split.test) > 0.5
+    assert not again.training and evaluate.accuracy(again, split.test) > 0.5
 
 
 def test_damaged_cache_file_is_retrained(tmp_path, monkeypatch):
@@ -46,5 +47,5 @@ def test_mnist_5k_teachers_reach_their_stated_accuracy(preset, goal):
     train.seed_everything(0)
     split = data.load_dataset("mnist-5k", flat=preset.startswith("mlp"))
     model = zoo.pretrained(preset, "mnist-5k", data=split)
-    accuracy = train.evaluate(model, split.test)
+    accuracy = evaluate.accuracy(model, split.test)
     assert accuracy >= goal, f"{preset} on mnist-5k: {accuracy:.4f} < {goal}"

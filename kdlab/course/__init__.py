@@ -1,8 +1,15 @@
-"""The course notebooks shipped with the package.
+"""The course, apart from the library: its notebooks and the tools around them.
 
-``kdlab.course.lessons`` and ``kdlab.course.exercises`` are the repository's
-``lessons/`` and ``exercises/`` folders, mapped into the package at build time,
-so ``pip install kdlab`` brings the course without a clone.
+- :mod:`kdlab.course.lab`      ``kdlab lab``: a personal working copy of the course,
+  opened in JupyterLab (the ``kdlab`` command itself is :mod:`kdlab.cli`);
+- :mod:`kdlab.course.drill`    the interview drill over the lessons' own answers;
+- :mod:`kdlab.course.widgets`  the lessons' sliders and explorers (ipywidgets);
+- :func:`folder` and :func:`notebooks`: the installed notebooks.
+  ``kdlab.course.lessons`` and ``kdlab.course.exercises`` are the repository's
+  ``lessons/`` and ``exercises/`` folders, mapped into the package at build time,
+  so ``pip install kdlab`` brings the course without a clone.
+
+The exercises' self-checks and the grader are :mod:`kdlab.grading`.
 """
 from __future__ import annotations
 

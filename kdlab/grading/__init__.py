@@ -19,7 +19,7 @@ Adding a graded item to lesson NN
        from kdlab.grading.registry import FunctionItem, NumberItem
 
        def on_probabilities(logits, temperature):    # the usual mistake
-           return soft_targets(torch.softmax(logits, -1), temperature)
+           return soft_targets(torch.softmax(logits, -1), temperature=temperature)
 
        ITEMS = [
            FunctionItem("02.soft_targets", points=2,

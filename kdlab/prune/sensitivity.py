@@ -32,14 +32,14 @@ def sensitivity_scan(model, data, amounts, layers=None) -> SensitivityScan:
     model's training (``split.val`` of :meth:`kdlab.data.Split.with_validation`),
     never the test part that will report the pruned model's accuracy.
 
-    >>> from kdlab import data, prune, zoo
+    >>> from kdlab import data, models, prune
     >>> split = data.load_digits().with_validation(0.2)
-    >>> model = zoo.pretrained("mlp-student", data=split)
+    >>> model = models.pretrained("mlp-student", data=split)
     >>> scan = prune.sensitivity_scan(model, split.val, [0.5, 0.9])
     >>> sorted(scan.accuracy)
     ['layers.0', 'layers.2']
     """
-    from kdlab.train import evaluate
+    from kdlab.evaluate import accuracy as evaluate
 
     amounts = [_validate.fraction(f"amounts[{i}]", a)
                for i, a in enumerate(_validate.sequence("amounts", amounts, "[0.5, 0.7, 0.9]"))]

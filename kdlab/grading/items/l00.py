@@ -1,38 +1,31 @@
 """Lesson 00 (start here): metrics, parameter counts and a first measurement."""
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 
 from kdlab.evaluate import classification_metrics, count_parameters
 from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
+from kdlab.grading.shared import accuracy, integer
 from kdlab.models import MLP, SmallCNN
-from kdlab.train import num_threads
-
-
-def _int(generator, low: int, high: int) -> int:
-    """An integer in [low, high]."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def _labels(generator):
     """True labels and predicted labels that agree on a random share of the examples;
     some draws leave classes out of ``y_true`` or never predict them."""
-    n, k = _int(generator, 6, 60), _int(generator, 2, 8)
+    n, k = integer(generator, 6, 60), integer(generator, 2, 8)
     y_true = torch.randint(0, k, (n,), generator=generator)
     correct = torch.rand(n, generator=generator) < torch.rand(1, generator=generator)
     y_pred = torch.where(correct, y_true, torch.randint(0, k, (n,), generator=generator))
-    if _int(generator, 0, 2) == 0:  # one class is never predicted
+    if integer(generator, 0, 2) == 0:  # one class is never predicted
         y_pred[y_pred == int(y_true[0])] = (int(y_true[0]) + 1) % k
-    if _int(generator, 0, 2) == 0:  # label 0 occurs nowhere, though labels go up to k-1
+    if integer(generator, 0, 2) == 0:  # label 0 occurs nowhere, though labels go up to k-1
         y_true, y_pred = y_true.clamp(min=1), y_pred.clamp(min=1)
     return y_true, y_pred
 
 
 def _accuracy_inputs(generator):
     y_true, y_pred = _labels(generator)
-    if _int(generator, 0, 1):  # predictions as logits, as a model returns them
+    if integer(generator, 0, 1):  # predictions as logits, as a model returns them
         k = int(max(y_true.max(), y_pred.max())) + 1
         logits = torch.randn(len(y_true), k, generator=generator)
         logits[torch.arange(len(y_true)), y_pred] += 3.0
@@ -88,19 +81,19 @@ def _nan_hint(answer, args):
 
 
 def _random_model(generator):
-    if _int(generator, 0, 1):
-        hidden = tuple(_int(generator, 2, 20) for _ in range(_int(generator, 1, 3)))
-        model = MLP(_int(generator, 2, 16), hidden, _int(generator, 2, 10))
+    if integer(generator, 0, 1):
+        hidden = tuple(integer(generator, 2, 20) for _ in range(integer(generator, 1, 3)))
+        model = MLP(integer(generator, 2, 16), hidden, integer(generator, 2, 10))
     else:
-        channels = tuple(_int(generator, 2, 8) for _ in range(_int(generator, 1, 2)))
-        model = SmallCNN(_int(generator, 1, 3), _int(generator, 2, 10), channels=channels)
+        channels = tuple(integer(generator, 2, 8) for _ in range(integer(generator, 1, 2)))
+        model = SmallCNN(integer(generator, 1, 3), integer(generator, 2, 10), channels=channels)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(torch.rand(p.shape, generator=generator) > 0.3)  # some exact zeros
-    frozen = [p for p in model.parameters()][: _int(generator, 0, 2)]
+    frozen = [p for p in model.parameters()][: integer(generator, 0, 2)]
     for p in frozen:  # a frozen layer is still part of the model
         p.requires_grad_(False)
-    return model, bool(_int(generator, 0, 1))
+    return model, bool(integer(generator, 0, 1))
 
 
 def _describe_model(args) -> str:
@@ -132,18 +125,8 @@ def _weights_only_count(model, nonzero=False):
     return sum(int(torch.count_nonzero(p)) if nonzero else p.numel() for p in params)
 
 
-@lru_cache(maxsize=None)
-def _tiny_accuracies() -> tuple:
-    """Test and training accuracy (%) of the cached ``mlp-tiny``, measured with one
-    thread as the notebooks do (the model cache is keyed by the thread count)."""
-    from kdlab.data import load_digits
-    from kdlab.train import evaluate
-    from kdlab.zoo import pretrained
-
-    with num_threads(1):
-        data = load_digits()
-        model = pretrained("mlp-tiny", data=data)
-        return 100 * evaluate(model, data.test), 100 * evaluate(model, data.train)
+def _tiny_percent(part: str = "test") -> float:
+    return 100 * accuracy("mlp-tiny", part)
 
 
 ITEMS = [
@@ -207,14 +190,14 @@ ITEMS = [
     ),
     NumberItem(
         "00.tiny_accuracy", points=1, abs_tol=0.5,
-        prompt="Test accuracy, in percent, of kdlab.zoo.pretrained('mlp-tiny') on the "
+        prompt="Test accuracy, in percent, of kdlab.models.pretrained('mlp-tiny') on the "
                "digits test split.",
-        target=lambda: _tiny_accuracies()[0],
+        target=_tiny_percent,
         wrong=[
-            (lambda: _tiny_accuracies()[0] / 100, "give a percentage (e.g. 93.5), not a fraction"),
-            (lambda: 100 - _tiny_accuracies()[0], "that is the error rate; give the accuracy"),
-            (lambda: _tiny_accuracies()[1], "that is the training accuracy; measure on the test split"),
+            (lambda: _tiny_percent() / 100, "give a percentage (e.g. 93.5), not a fraction"),
+            (lambda: 100 - _tiny_percent(), "that is the error rate; give the accuracy"),
+            (lambda: _tiny_percent("train"), "that is the training accuracy; measure on the test split"),
         ],
-        hint="measure it: kdlab.train.evaluate(model, data.test) * 100 with data = load_digits()",
+        hint="measure it: kdlab.evaluate.accuracy(model, data.test) * 100 with data = load_digits()",
     ),
 ]

@@ -9,21 +9,22 @@ import torch.nn.functional as F
 from kdlab.distill import kd_loss, soft_targets
 from kdlab.evaluate import mean_std
 from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import integer, uniform
 
 
 def _soft_inputs(generator):
-    n = int(torch.randint(1, 17, (1,), generator=generator))
-    c = int(torch.randint(2, 13, (1,), generator=generator))
-    temperature = float(torch.empty(1).uniform_(0.5, 12.0, generator=generator))
+    n = integer(generator, 1, 16)
+    c = integer(generator, 2, 12)
+    temperature = uniform(generator, 0.5, 12.0)
     return torch.randn(n, c, generator=generator) * 3, torch.randn(n, c, generator=generator) * 5, temperature
 
 
 def _kl(s, t, T, reduction="batchmean"):
-    return F.kl_div(F.log_softmax(s / T, 1), soft_targets(t, T), reduction=reduction)
+    return F.kl_div(F.log_softmax(s / T, 1), soft_targets(t, temperature=T), reduction=reduction)
 
 
 def _accuracies(generator):
-    n = int(torch.randint(2, 9, (1,), generator=generator))
+    n = integer(generator, 2, 8)
     alone = (0.85 + 0.1 * torch.rand(n, generator=generator)).tolist()
     kd = [a + float(d) for a, d in zip(alone, 0.03 * torch.randn(n, generator=generator))]
     return alone, kd
@@ -54,10 +55,12 @@ ITEMS = [
             (lambda s, t, T: _kl(s, t, T), "the T^2 factor is missing"),
             (lambda s, t, T: T ** 2 * _kl(s, t, T, "mean"),
              "you averaged over batch x classes ('mean'); sum over classes, average over the batch"),
-            (lambda s, t, T: T ** 2 * F.kl_div(F.log_softmax(t / T, 1), soft_targets(s, T), reduction="batchmean"),
+            (lambda s, t, T: T ** 2 * F.kl_div(F.log_softmax(t / T, 1), soft_targets(s, temperature=T),
+                                               reduction="batchmean"),
              "the KL runs the wrong way: the teacher's distribution is the target, KL(q_t || q_s)"),
             (lambda s, t, T: T * _kl(s, t, T), "the factor is T squared, not T"),
-            (lambda s, t, T: T ** 2 * F.kl_div(F.log_softmax(s, 1), soft_targets(t, T), reduction="batchmean"),
+            (lambda s, t, T: T ** 2 * F.kl_div(F.log_softmax(s, 1), soft_targets(t, temperature=T),
+                                               reduction="batchmean"),
              "soften the student with the same T as the teacher"),
         ],
     ),

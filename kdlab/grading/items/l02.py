@@ -6,14 +6,15 @@ import torch.nn.functional as F
 
 from kdlab.distill import kd_loss, soft_targets
 from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import integer, uniform
 
 
 def _logits(generator):
     """A batch of logits with a random scale (confident or flat) and a temperature."""
-    n = int(torch.randint(1, 17, (1,), generator=generator))
-    c = int(torch.randint(2, 13, (1,), generator=generator))
-    scale = float(torch.empty(1).uniform_(0.5, 8.0, generator=generator))
-    temperature = float(torch.empty(1).uniform_(0.3, 12.0, generator=generator))
+    n = integer(generator, 1, 16)
+    c = integer(generator, 2, 12)
+    scale = uniform(generator, 0.5, 8.0)
+    temperature = uniform(generator, 0.3, 12.0)
     return torch.randn(n, c, generator=generator) * scale, temperature
 
 
@@ -38,7 +39,7 @@ def _reference_kd(s, t, y, temperature, alpha):
 
 
 def _kd_variant(s, t, y, T, alpha, *, t2=True, reduction="batchmean", teacher=None, student=None):
-    q_t = soft_targets(t, T) if teacher is None else teacher
+    q_t = soft_targets(t, temperature=T) if teacher is None else teacher
     log_s = F.log_softmax(s / T, dim=1) if student is None else student
     kl = F.kl_div(log_s, q_t, reduction=reduction)
     return alpha * (T ** 2 if t2 else 1.0) * kl + (1 - alpha) * F.cross_entropy(s, y)
@@ -48,7 +49,7 @@ ITEMS = [
     FunctionItem(
         "02.soft_targets", points=2,
         prompt="soft_targets(logits, temperature) -> softmax(logits / T) along the last dimension.",
-        reference=lambda z, T: soft_targets(z, T), inputs=_logits, describe=_describe_logits,
+        reference=lambda z, T: soft_targets(z, temperature=T), inputs=_logits, describe=_describe_logits,
         rtol=1e-4, atol=1e-6,
         wrong=[
             (lambda z, T: torch.softmax(torch.softmax(z, -1) / T, -1),
@@ -75,7 +76,7 @@ ITEMS = [
             (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, reduction="mean"),
              "reduction='mean' divides by batch x classes; KL per example is a sum over classes, "
              "then average over the batch ('batchmean')"),
-            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, teacher=soft_targets(torch.softmax(t, 1), T)),
+            (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, teacher=soft_targets(torch.softmax(t, 1), temperature=T)),
              "you softened the teacher's probabilities (softmax(p / T)); T divides the teacher's logits"),
             (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, student=F.log_softmax(torch.softmax(s / T, 1), 1)),
              "softmax applied twice on the student side: F.kl_div wants the student's log-probabilities, "
@@ -84,7 +85,7 @@ ITEMS = [
              "F.kl_div's first argument must be log-probabilities; you passed probabilities"),
             (lambda s, t, y, T, a: _kd_variant(s, t, y, T, 1 - a),
              "alpha weighs the soft term and (1 - alpha) the cross-entropy; you swapped them"),
-            (lambda s, t, y, T, a: a * T ** 2 * F.kl_div(F.log_softmax(t / T, 1), soft_targets(s, T),
+            (lambda s, t, y, T, a: a * T ** 2 * F.kl_div(F.log_softmax(t / T, 1), soft_targets(s, temperature=T),
                                                           reduction="batchmean")
              + (1 - a) * F.cross_entropy(s, y),
              "the KL runs the wrong way: it is KL(teacher || student), the teacher's distribution is the target"),

@@ -2,31 +2,27 @@
 what happens to pruned weights when the masks are not re-applied."""
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 
 import torch
 from torch import nn
 
 from kdlab.grading.registry import FunctionItem, NumberItem
+from kdlab.grading.shared import digits, in_percent, integer, pruned
 from kdlab.prune import magnitude_prune
 from kdlab.train import num_threads
-
-
-def _int(generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def _tensor(generator, shape):
     """Weights with many exact ties in |w| on half the draws (values on a coarse grid)."""
     w = torch.randn(shape, generator=generator)
-    if _int(generator, 0, 1):
+    if integer(generator, 0, 1):
         w = torch.randint(-4, 5, shape, generator=generator).float() / 4
     return w
 
 
 def _amount(generator) -> float:
-    pick = _int(generator, 0, 5)
+    pick = integer(generator, 0, 5)
     if pick == 0:
         return 0.0
     if pick == 1:
@@ -35,14 +31,14 @@ def _amount(generator) -> float:
 
 
 def _mask_inputs(generator):
-    shape = (_int(generator, 2, 9), _int(generator, 2, 9))
+    shape = (integer(generator, 2, 9), integer(generator, 2, 9))
     return _tensor(generator, shape), _amount(generator)
 
 
 def _layers_inputs(generator):
-    weights = [_tensor(generator, (_int(generator, 2, 8), _int(generator, 2, 8)))
-               for _ in range(_int(generator, 2, 4))]
-    if _int(generator, 0, 1):  # layers of very different scales: global != per layer
+    weights = [_tensor(generator, (integer(generator, 2, 8), integer(generator, 2, 8)))
+               for _ in range(integer(generator, 2, 4))]
+    if integer(generator, 0, 1):  # layers of very different scales: global != per layer
         weights[0] = weights[0] * 10
     return weights, _amount(generator)
 
@@ -119,15 +115,12 @@ def _describe_layers(args) -> str:
 def _revived_sparsity() -> float:
     """Sparsity of LeNet-300-100 pruned to 90% and fine-tuned 3 epochs with Adam
     (lr 1e-3, seed 0) without re-applying the masks; one thread, as the notebooks."""
-    from kdlab import data, prune, train, zoo
+    from kdlab import prune, train
 
-    with num_threads(1):
-        with torch.random.fork_rng(devices=[]):
-            split = data.load_digits()
-            model = copy.deepcopy(zoo.pretrained("lenet-300-100", data=split))
-            prune.magnitude_prune(model, 0.9)
-            train.fit(model, split.train, epochs=3, lr=1e-3, seed=0, progress=False)
-            return prune.sparsity(model)["global"]
+    with num_threads(1), torch.random.fork_rng(devices=[]):
+        model = pruned("lenet-300-100", 0.9)
+        train.fit(model, digits().train, epochs=3, lr=1e-3, seed=0, progress=False)
+        return prune.sparsity(model)["global"]
 
 
 ITEMS = [
@@ -169,7 +162,7 @@ ITEMS = [
                "re-applying the masks.",
         target=_revived_sparsity,
         wrong=[(0.9, "you kept the masks (or measured before fine-tuning); train without them"),
-               (lambda: 100 * _revived_sparsity(), "give a fraction in [0, 1], not a percentage")],
+               in_percent(_revived_sparsity)],
         hint="prune a fresh copy, fine-tune it without masks.callback(), then read "
              "prune.sparsity(model)['global']",
     ),

@@ -7,22 +7,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import integer
 from kdlab.models import MLP
 from kdlab.prune import ChannelGroup, channel_scores, gradient_scores, prunable_weights
-
-
-def _int(generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def _model_batch(generator):
     """A random MLP and one batch (x, y) for it. A draw whose hidden units are all dead
     (every |g * w| exactly 0, so SNIP's normalisation is 0 / 0) is drawn again."""
     while True:
-        in_features, classes = _int(generator, 2, 10), _int(generator, 2, 6)
-        hidden = tuple(_int(generator, 2, 12) for _ in range(_int(generator, 1, 2)))
+        in_features, classes = integer(generator, 2, 10), integer(generator, 2, 6)
+        hidden = tuple(integer(generator, 2, 12) for _ in range(integer(generator, 1, 2)))
         model = MLP(in_features, hidden, classes)
-        n = _int(generator, 4, 32)
+        n = integer(generator, 4, 32)
         x = torch.randn(n, in_features, generator=generator)
         y = torch.randint(0, classes, (n,), generator=generator)
         if all(s.sum() > 0 for s in taylor_reference(model, x, y).values()):
@@ -50,7 +47,7 @@ def _describe_batch(args) -> str:
 
 
 def _conv_weight(generator):
-    shape = (_int(generator, 2, 12), _int(generator, 1, 6), _int(generator, 1, 3), _int(generator, 1, 3))
+    shape = (integer(generator, 2, 12), integer(generator, 1, 6), integer(generator, 1, 3), integer(generator, 1, 3))
     return (torch.randn(shape, generator=generator),)
 
 
@@ -107,7 +104,7 @@ ITEMS = [
     ),
     ChoiceItem(
         "04.most_sensitive", points=1,
-        prompt="Run prune.sensitivity_scan on kdlab.zoo.pretrained('cnn-teacher', data=split) over "
+        prompt="Run prune.sensitivity_scan on kdlab.models.pretrained('cnn-teacher', data=split) over "
                "split.val, split = data.load_digits(flat=False).with_validation(0.2): which layer loses "
                "the most accuracy when 70% of ITS weights are removed?",
         options=["features.0.0", "features.2.0", "classifier"], answer="features.0.0",

@@ -1,11 +1,10 @@
 """Lesson 07 (drawbacks): the knee of pruning, a weak teacher, disagreeing criteria, KD's extra FLOPs."""
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 
-
 from kdlab.grading.registry import ChoiceItem, NumberItem
+from kdlab.grading.shared import digits, in_percent, pruned, trained
 from kdlab.train import num_threads
 
 GRID = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
@@ -17,23 +16,16 @@ def _curve() -> dict:
     """One-shot global magnitude pruning at every GRID sparsity, no fine-tuning, of the zoo
     LeNet-300-100 (seed 0) trained without the validation part of ``with_validation(0.2)``, read
     on that validation part (the knee is a choice); and the FLOPs of the 2x512 teacher and the
-    32-unit student on one image. One thread, as the notebooks run (the model cache is keyed by
-    the thread count)."""
-    from kdlab import data, evaluate, models, prune, train, zoo
+    32-unit student on one image."""
+    from kdlab import evaluate, models
 
+    tuning, x = digits(validation=0.2), digits().x_test[:1]
     with num_threads(1):
-        split = data.load_digits()
-        tuning = split.with_validation(0.2)
-        candidate = zoo.pretrained("lenet-300-100", data=tuning)
-        accuracy = []
-        for s in GRID:
-            trial = copy.deepcopy(candidate)
-            prune.magnitude_prune(trial, s)
-            accuracy.append(train.evaluate(trial, tuning.val))
-        x = split.x_test[:1]
-        return {"dense": train.evaluate(candidate, tuning.val), "accuracy": accuracy,
-                "teacher_flops": evaluate.flops(zoo.pretrained("mlp-teacher", data=split), x),
-                "student_flops": evaluate.flops(models.create("mlp-student"), x)}
+        curve = [evaluate.accuracy(pruned("lenet-300-100", s, validation=0.2), tuning.val) for s in GRID]
+        dense = evaluate.accuracy(trained("lenet-300-100", validation=0.2), tuning.val)
+    return {"dense": dense, "accuracy": curve,
+            "teacher_flops": evaluate.flops(trained("mlp-teacher"), x),
+            "student_flops": evaluate.flops(models.create("mlp-student"), x)}
 
 
 def _knee(drop: float = 0.01) -> float:
@@ -67,7 +59,7 @@ ITEMS = [
                                   "the knee is the last one that is not"),
                (_collapse, "that is where the model has collapsed (below 50%); the knee comes earlier, where "
                            "accuracy first leaves the 1-point band for good"),
-               (lambda: 100 * _knee(), "give the sparsity as a fraction in [0, 1], not in percent")],
+               in_percent(_knee)],
     ),
     ChoiceItem(
         "07.weak_teacher", points=1,

@@ -6,12 +6,13 @@ from functools import lru_cache
 import torch
 
 from kdlab.distill import UNLABELLED
-from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
+from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import flops_ratio_item, integer
 
 
 def _pseudo_inputs(generator):
-    n = int(torch.randint(2, 40, (1,), generator=generator))
-    c = int(torch.randint(2, 11, (1,), generator=generator))
+    n = integer(generator, 2, 39)
+    c = integer(generator, 2, 10)
     targets = torch.randint(0, c, (n,), generator=generator)
     hidden = torch.rand(n, generator=generator) < torch.rand(1, generator=generator)
     targets[hidden] = UNLABELLED
@@ -22,15 +23,19 @@ def _pseudo_labels(targets, teacher_logits):
     return torch.where(targets == UNLABELLED, teacher_logits.argmax(1), targets)
 
 
-@lru_cache(maxsize=None)
-def _ratios() -> tuple:
-    """(FLOPs ratio, parameter ratio) of lenet-300-100 over mlp-student on one digit."""
-    from kdlab.evaluate import count_parameters, flops
+def _mlps():
     from kdlab.models import create
 
-    big, small = create("lenet-300-100"), create("mlp-student")
-    x = torch.zeros(1, 64)
-    return flops(big, x) / flops(small, x), count_parameters(big) / count_parameters(small)
+    return create("lenet-300-100"), create("mlp-student"), torch.zeros(1, 64)
+
+
+@lru_cache(maxsize=None)
+def _parameter_ratio() -> float:
+    from kdlab.evaluate import count_parameters
+
+    with torch.random.fork_rng(devices=[]):
+        big, small, _ = _mlps()
+        return count_parameters(big) / count_parameters(small)
 
 
 ITEMS = [
@@ -46,12 +51,11 @@ ITEMS = [
             (lambda t, z: torch.where(t == UNLABELLED, z.argmin(1), t), "the teacher's prediction is the argmax"),
         ],
     ),
-    NumberItem(
-        "09.flops_ratio", points=1, rel_tol=0.005,
+    flops_ratio_item(
+        "09.flops_ratio", rel_tol=0.005,
         prompt="FLOPs per digit of lenet-300-100 divided by those of mlp-student (kdlab.evaluate.flops).",
-        target=lambda: _ratios()[0],
-        wrong=[(lambda: _ratios()[1], "that is the parameter ratio; measure FLOPs with kdlab.evaluate.flops"),
-               (lambda: 1 / _ratios()[0], "divide the larger model's FLOPs by the smaller one's")],
+        models=_mlps, inverted="divide the larger model's FLOPs by the smaller one's",
+        wrong=[(_parameter_ratio, "that is the parameter ratio; measure FLOPs with kdlab.evaluate.flops")],
         hint="measure both with kdlab.evaluate.flops(model, torch.zeros(1, 64)) and divide",
     ),
     ChoiceItem(

@@ -2,31 +2,24 @@
 unstructured pruning does to latency, and when pruning regularises."""
 from __future__ import annotations
 
-from functools import lru_cache
+from kdlab.grading.registry import ChoiceItem
+from kdlab.grading.shared import digits, flops_ratio_item, trained
 
 
-from kdlab.grading.registry import ChoiceItem, NumberItem
-from kdlab.train import num_threads
+def _cnns():
+    """cnn-teacher with 70% of its channels removed, the dense cnn-teacher, one test image."""
+    from kdlab.prune import structured_prune
 
-
-@lru_cache(maxsize=None)
-def _flops_ratio() -> float:
-    """FLOPs of cnn-teacher with 70% of its channels removed, over the dense FLOPs."""
-    from kdlab import data, evaluate, prune, zoo
-
-    with num_threads(1):
-        split = data.load_digits(flat=False)
-        cnn = zoo.pretrained("cnn-teacher", data=split)
-        example = split.x_test[:1]
-        return evaluate.flops(prune.structured_prune(cnn, 0.7, example), example) / evaluate.flops(cnn, example)
+    cnn, example = trained("cnn-teacher", flat=False), digits(flat=False).x_test[:1]
+    return structured_prune(cnn, 0.7, example), cnn, example
 
 
 ITEMS = [
-    NumberItem(
-        "10.flops_ratio", points=1, abs_tol=0.005,
-        prompt="FLOPs of kdlab.zoo.pretrained('cnn-teacher') after prune.structured_prune(cnn, 0.7, x) "
+    flops_ratio_item(
+        "10.flops_ratio", abs_tol=0.005,
+        prompt="FLOPs of kdlab.models.pretrained('cnn-teacher') after prune.structured_prune(cnn, 0.7, x) "
                "divided by the dense model's FLOPs (a fraction).",
-        target=_flops_ratio,
+        models=_cnns,
         wrong=[(1.0, "that is what unstructured pruning leaves; measure the structured copy"),
                (0.3, "FLOPs do not fall in proportion to the channels kept: a conv that loses input AND "
                      "output channels keeps about 0.3 x 0.3 of its work; measure it")],

@@ -7,27 +7,28 @@ import torch
 
 from kdlab.distill import cosine_temperature, linear_temperature, multi_teacher_targets
 from kdlab.grading.registry import FunctionItem
+from kdlab.grading.shared import integer, uniform
 
 
 def _schedule_inputs(generator):
-    start = float(torch.empty(1).uniform_(1.0, 20.0, generator=generator))
-    end = float(torch.empty(1).uniform_(0.5, 20.0, generator=generator))
-    epochs = int(torch.randint(2, 40, (1,), generator=generator))
-    epoch = int(torch.randint(0, epochs + 3, (1,), generator=generator))
+    start = uniform(generator, 1.0, 20.0)
+    end = uniform(generator, 0.5, 20.0)
+    epochs = integer(generator, 2, 39)
+    epoch = integer(generator, 0, epochs + 2)
     return start, end, epochs, epoch
 
 
 def _teacher_inputs(generator):
-    k = int(torch.randint(1, 5, (1,), generator=generator))
-    n = int(torch.randint(1, 9, (1,), generator=generator))
-    c = int(torch.randint(2, 11, (1,), generator=generator))
-    temperature = float(torch.empty(1).uniform_(0.5, 10.0, generator=generator))
-    mode = ("logits", "probs")[int(torch.randint(0, 2, (1,), generator=generator))]
+    k = integer(generator, 1, 4)
+    n = integer(generator, 1, 8)
+    c = integer(generator, 2, 10)
+    temperature = uniform(generator, 0.5, 10.0)
+    mode = ("logits", "probs")[integer(generator, 0, 1)]
     return torch.randn(k, n, c, generator=generator) * 4, temperature, mode
 
 
 def _other_mode(z, T, mode):
-    return multi_teacher_targets(z, T, mode="probs" if mode == "logits" else "logits")
+    return multi_teacher_targets(z, temperature=T, mode="probs" if mode == "logits" else "logits")
 
 
 ITEMS = [
@@ -50,11 +51,12 @@ ITEMS = [
         "11.combine_teachers", points=2,
         prompt="combine_teachers(teacher_logits, temperature, mode) -> soft targets (N, C) from a (K, N, C) "
                "tensor: mode 'logits' = softmax(mean_k z_k / T), mode 'probs' = mean_k softmax(z_k / T).",
-        reference=lambda z, T, mode: multi_teacher_targets(z, T, mode=mode), inputs=_teacher_inputs,
+        reference=lambda z, T, mode: multi_teacher_targets(z, temperature=T, mode=mode), inputs=_teacher_inputs,
         describe=lambda a: f"{a[0].shape[0]} teachers, mode {a[2]!r}, T = {a[1]:.2f}", rtol=1e-5, atol=1e-6,
         wrong=[
             (_other_mode, "you swapped the two modes: 'logits' averages before the softmax, 'probs' after"),
-            (lambda z, T, mode: multi_teacher_targets(z, 1.0, mode=mode), "divide the logits by the temperature"),
+            (lambda z, T, mode: multi_teacher_targets(z, temperature=1.0, mode=mode),
+             "divide the logits by the temperature"),
             (lambda z, T, mode: torch.softmax(z / T, -1).sum(0), "average over the teachers, do not sum"),
         ],
     ),

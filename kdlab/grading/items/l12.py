@@ -2,59 +2,14 @@
 budget and schedule experiments (run on the validation part)."""
 from __future__ import annotations
 
-import math
-
-import torch
-
 from kdlab.grading.registry import ChoiceItem, FunctionItem, SetItem
-from kdlab.prune import AGP, Iterative
-
-
-def _int(generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
-def _fraction(generator) -> float:
-    return round(float(torch.rand(1, generator=generator)), 3)
-
-
-def _agp_inputs(generator):
-    a, b = sorted((_fraction(generator), _fraction(generator)))
-    start = _int(generator, 0, 20)
-    end = start + _int(generator, 1, 100)
-    step = _int(generator, 0, end + 20)
-    return step, a, b, start, end, _int(generator, 1, 15)
-
-
-def agp_reference(step, initial, final, start, end, frequency):
-    return AGP(initial, final, start=start, end=end, frequency=frequency).sparsity_at(step)
-
-
-def _agp_linear(step, initial, final, start, end, frequency):
-    if step < start:
-        return 0.0
-    if step >= end:
-        return final
-    q = start + math.floor((step - start) / frequency) * frequency
-    return initial + (final - initial) * (q - start) / (end - start)
-
-
-def _agp_unquantised(step, initial, final, start, end, frequency):
-    return agp_reference(step, initial, final, start, end, 1)
-
-
-def _agp_backwards(step, initial, final, start, end, frequency):
-    if step < start:
-        return 0.0
-    if step >= end:
-        return final
-    q = start + math.floor((step - start) / frequency) * frequency
-    return initial + (final - initial) * ((q - start) / (end - start)) ** 3
+from kdlab.grading.shared import agp_item, fraction, integer
+from kdlab.prune import Iterative
 
 
 def _iterative_inputs(generator):
-    return (_int(generator, 0, 80), _fraction(generator), _int(generator, 1, 6), _int(generator, 1, 15),
-            _int(generator, 0, 20))
+    return (integer(generator, 0, 80), fraction(generator), integer(generator, 1, 6), integer(generator, 1, 15),
+            integer(generator, 0, 20))
 
 
 def iterative_reference(step, final, n_steps, every, start):
@@ -78,21 +33,11 @@ def _describe(names):
 
 
 ITEMS = [
-    FunctionItem(
+    agp_item(
         "12.agp_sparsity", points=2,
         prompt="agp_sparsity(step, initial, final, start, end, frequency): 0 before start, final from "
                "end on, else s_f + (s_i - s_f) * (1 - (t_q - start) / (end - start))^3 with "
-               "t_q = start + floor((step - start) / frequency) * frequency.",
-        reference=agp_reference, inputs=_agp_inputs,
-        describe=_describe(["step", "initial", "final", "start", "end", "frequency"]),
-        wrong=[
-            (_agp_linear, "that is a linear ramp; AGP is cubic: 1 - (1 - progress)^3"),
-            (_agp_backwards, "your cubic is backwards: AGP prunes fast at first and slowly at the end, "
-                             "s_f + (s_i - s_f)(1 - progress)^3"),
-            (_agp_unquantised, "the sparsity changes only every `frequency` steps: quantise the step "
-                               "down to start + k * frequency first"),
-        ],
-    ),
+               "t_q = start + floor((step - start) / frequency) * frequency."),
     FunctionItem(
         "12.iterative_sparsity", points=1,
         prompt="iterative_sparsity(step, final, n_steps, every, start): 0 before start, else "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import integer
 
 
 def _paired_mean(a, b):
@@ -12,7 +13,7 @@ def _paired_mean(a, b):
 
 
 def _inputs(generator):
-    n = int(torch.randint(2, 9, (1,), generator=generator))
+    n = integer(generator, 2, 8)
     b = (0.8 + 0.2 * torch.rand(n, generator=generator)).tolist()
     a = [x + 0.02 * float(torch.randn(1, generator=generator)) for x in b]
     return a, b

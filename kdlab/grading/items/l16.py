@@ -2,32 +2,25 @@
 FLOPs, and what distillation costs in teacher passes."""
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 
 from kdlab.grading.registry import ChoiceItem, NumberItem
+from kdlab.grading.shared import digits, flops_ratio_item
 
 KD_EPOCHS = 10
 
 
-@lru_cache(maxsize=None)
-def _flops() -> tuple:
-    """FLOPs per example of the dense mlp-teacher and of its copy with 70% of the hidden
-    neurons removed (structured, L1)."""
-    from kdlab.evaluate import flops
+def _mlps():
+    """The dense mlp-teacher, its copy with 70% of the hidden neurons removed (L1), one input."""
     from kdlab.models import create
     from kdlab.prune import structured_prune
 
-    model = create("mlp-teacher")
-    x = torch.zeros(1, 64)
-    return flops(model, x), flops(structured_prune(model, 0.7, x), x)
+    model, x = create("mlp-teacher"), torch.zeros(1, 64)
+    return model, structured_prune(model, 0.7, x), x
 
 
 def _n_train() -> int:
-    from kdlab.data import load_digits
-
-    return len(load_digits().y_train)
+    return len(digits().y_train)
 
 
 ITEMS = [
@@ -43,11 +36,11 @@ ITEMS = [
                               "has much smaller matrices",
         },
     ),
-    NumberItem(
-        "16.flops_ratio", points=1, rel_tol=0.01,
+    flops_ratio_item(
+        "16.flops_ratio", rel_tol=0.01,
         prompt="FLOPs of the dense mlp-teacher divided by FLOPs of its copy with 70% of the hidden "
                "neurons removed (kdlab.prune.structured_prune(model, 0.7, x)), per example.",
-        target=lambda: _flops()[0] / _flops()[1],
+        models=_mlps,
         wrong=[
             (1 / 0.3, "the 512x512 layer loses rows and columns: its cost falls with the square "
                       "of the neurons kept; measure with kdlab.evaluate.flops"),

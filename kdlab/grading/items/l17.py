@@ -7,16 +7,17 @@ import torch
 
 from kdlab.distill import transfer_targets
 from kdlab.grading.registry import FunctionItem, NumberItem
+from kdlab.grading.shared import integer, uniform
 from kdlab.models import MLP, GRUClassifier, TinyTransformer
 
 
 def _teacher_inputs(generator):
-    features = int(torch.randint(2, 12, (1,), generator=generator))
-    classes = int(torch.randint(2, 8, (1,), generator=generator))
-    teacher = MLP(features, (int(torch.randint(4, 32, (1,), generator=generator)),), classes, dropout=0.5)
+    features = integer(generator, 2, 11)
+    classes = integer(generator, 2, 7)
+    teacher = MLP(features, (integer(generator, 4, 31),), classes, dropout=0.5)
     teacher.train()   # as a teacher often is after its own training loop
-    x = torch.randn(int(torch.randint(1, 20, (1,), generator=generator)), features, generator=generator) * 2
-    temperature = float(torch.empty(1).uniform_(0.5, 10.0, generator=generator))
+    x = torch.randn(integer(generator, 1, 19), features, generator=generator) * 2
+    temperature = uniform(generator, 0.5, 10.0)
     return teacher, x, temperature
 
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 import torch
 
 from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import integer
 from kdlab.models import MultiHeadSelfAttention
 from kdlab.prune import head_scores
 
 
-def _int(generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
 def _head_inputs(generator):
-    heads, head_dim = _int(generator, 2, 6), _int(generator, 1, 5)
-    d_model = _int(generator, 2, 12)
+    heads, head_dim = integer(generator, 2, 6), integer(generator, 1, 5)
+    d_model = integer(generator, 2, 12)
     return torch.randn(d_model, heads * head_dim, generator=generator), heads
 
 

@@ -2,7 +2,6 @@
 a test accuracy, and the metric that makes unstructured pruning look cheap."""
 from __future__ import annotations
 
-import copy
 import math
 from functools import lru_cache
 
@@ -10,18 +9,14 @@ import torch
 
 from kdlab.evaluate import flops, model_size_bytes
 from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
+from kdlab.grading.shared import accuracy, digits, in_percent, integer, pruned, trained
 from kdlab.models import MLP
-from kdlab.train import num_threads
-
-
-def _int(generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def _mlp_case(generator):
-    hidden = tuple(_int(generator, 2, 64) for _ in range(_int(generator, 1, 3)))
-    model = MLP(_int(generator, 2, 64), hidden, _int(generator, 2, 10))
-    return model, _int(generator, 1, 16)
+    hidden = tuple(integer(generator, 2, 64) for _ in range(integer(generator, 1, 3)))
+    model = MLP(integer(generator, 2, 64), hidden, integer(generator, 2, 10))
+    return model, integer(generator, 1, 16)
 
 
 def _reference_flops(model, batch):
@@ -48,31 +43,15 @@ def _with_bias(model, batch):
 def _sizes() -> tuple:
     """(sparse file / dense checkpoint) of lenet-300-100 pruned 90% by global magnitude,
     and the dense checkpoint of the pruned model over that of the original."""
-    from kdlab.data import load_digits
-    from kdlab.prune import magnitude_prune, sparse_size_bytes
-    from kdlab.zoo import pretrained
+    from kdlab.prune import sparse_size_bytes
 
-    with num_threads(1):
-        model = pretrained("lenet-300-100", data=load_digits())
-    pruned = copy.deepcopy(model)
-    magnitude_prune(pruned, 0.9)
-    return sparse_size_bytes(pruned) / model_size_bytes(model), model_size_bytes(pruned) / model_size_bytes(model)
+    dense, sparse = model_size_bytes(trained("lenet-300-100")), pruned("lenet-300-100", 0.9)
+    return sparse_size_bytes(sparse) / dense, model_size_bytes(sparse) / dense
 
 
-@lru_cache(maxsize=None)
-def _teacher_accuracy() -> tuple:
-    from kdlab.data import load_digits
-    from kdlab.train import evaluate
-    from kdlab.zoo import pretrained
-
-    with num_threads(1):
-        split = load_digits()
-        return evaluate(pretrained("mlp-teacher", data=split), split.test), len(split.y_test)
-
-
-def _se(scale: float = 1.0) -> float:
-    p, n = _teacher_accuracy()
-    return scale * math.sqrt(p * (1 - p) / n)
+def _se() -> float:
+    p, n = accuracy("mlp-teacher"), len(digits().y_test)
+    return math.sqrt(p * (1 - p) / n)
 
 
 ITEMS = [
@@ -104,14 +83,14 @@ ITEMS = [
     NumberItem(
         "19.accuracy_standard_error", points=1, rel_tol=0.02,
         prompt="Standard error sqrt(p(1-p)/n) of the test accuracy p of "
-               "kdlab.zoo.pretrained('mlp-teacher') on the digits test split (a fraction).",
+               "kdlab.models.pretrained('mlp-teacher') on the digits test split (a fraction).",
         target=_se,
         wrong=[
-            (lambda: _se(scale=100), "give it as a fraction, not in percentage points"),
-            (lambda: math.sqrt(_teacher_accuracy()[0] * (1 - _teacher_accuracy()[0])),
+            in_percent(_se),
+            (lambda: math.sqrt(accuracy("mlp-teacher") * (1 - accuracy("mlp-teacher"))),
              "divide the variance p(1-p) by the number of test examples before the square root"),
         ],
-        hint="p from kdlab.train.evaluate on split.test, n = len(split.y_test)",
+        hint="p from kdlab.evaluate.accuracy on split.test, n = len(split.y_test)",
     ),
     ChoiceItem(
         "19.misleading_metric", points=1,

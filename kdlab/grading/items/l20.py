@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import integer
 from kdlab.prune import gradient_scores
 
 
@@ -19,7 +20,7 @@ class _One(torch.nn.Module):
 
 
 def _case(generator):
-    n_out, n_in = int(torch.randint(2, 8, (1,), generator=generator)), int(torch.randint(2, 8, (1,), generator=generator))
+    n_out, n_in = integer(generator, 2, 7), integer(generator, 2, 7)
     x = torch.randn(16, n_in, generator=generator)
     y = torch.randint(0, n_out, (16,), generator=generator)
     return torch.randn(n_out, n_in, generator=generator), x, y

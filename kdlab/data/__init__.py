@@ -1,8 +1,16 @@
-"""Data: the embedded handwritten digits and the torchvision datasets.
+"""Data: the embedded handwritten digits, the torchvision datasets, the tasks beyond
+image classification, and in-memory loaders.
 
-Every loader returns a :class:`Split` of float tensors scaled to [0, 1], so the
-same lesson runs on the 8x8 digits that ship with scikit-learn (no download)
-or on MNIST, Fashion-MNIST and CIFAR-10 when they are available.
+- :class:`Split`: train, test and an optional validation part, with stratified
+  subsets and hidden labels (:data:`UNLABELLED`, :func:`hide_labels`);
+- :func:`load_digits`, :func:`load_mnist_5k`, :func:`load_dataset`: images as a
+  Split of float tensors scaled to [0, 1], so the same lesson runs on the 8x8 digits
+  that ship with scikit-learn (no download) or on MNIST, Fashion-MNIST and CIFAR-10
+  when they are available; :func:`random_shift` augments them;
+- :mod:`kdlab.data.tasks`: rows of digits as sequences, a tabular table, generated
+  token and click-through data (:func:`digit_rows`, :func:`breast_cancer`,
+  :func:`token_majority`, :func:`clicks`);
+- :func:`make_loader` and :class:`TensorBatches`: batches fetched whole from memory.
 
 >>> from kdlab.data import load_digits
 >>> data = load_digits(seed=0)
@@ -373,3 +381,7 @@ def make_loader(x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: i
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last,
                       collate_fn=_whole)
+
+
+# The tasks build Splits, so they are imported after them.
+from kdlab.data.tasks import breast_cancer, clicks, digit_rows, token_majority  # noqa: E402

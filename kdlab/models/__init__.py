@@ -1,4 +1,6 @@
-"""Small, readable models for the course.
+"""Small, readable models for the course, and trained ones (:mod:`kdlab.models.zoo`).
+
+Images:
 
 - :class:`MLP` - fully connected, any hidden sizes (LeNet-300-100 is one preset).
 - :class:`SmallCNN` - conv-BN-ReLU blocks with max-pooling, global average pooling
@@ -6,9 +8,21 @@
 - :class:`LeNet5` - two conv5x5-BN-ReLU blocks with max-pooling, a flatten and a
   hidden layer; the CNN presets on images of 16x16 and more (MNIST, CIFAR-10).
 
-Both keep their layers in ``nn.Sequential`` containers, so structured pruning can
-walk them in order, and neither changes its ``forward`` for distillation: features
+They keep their layers in ``nn.Sequential`` containers, so structured pruning can
+walk them in order, and none changes its ``forward`` for distillation: features
 are read with forward hooks.
+
+Sequences, tokens and recommendation (the tasks of :mod:`kdlab.data.tasks`):
+
+- :class:`GRUClassifier` - a GRU over a sequence (of vectors, or of token ids with
+  ``vocab``), classified from its last hidden state;
+- :class:`MultiHeadSelfAttention`, :class:`TransformerBlock` and
+  :class:`TinyTransformer` - a small pre-norm transformer encoder with mean pooling;
+- :class:`EmbeddingRecommender` - user and item embeddings, a click predicted by an
+  MLP on ``[u, i, u * i]``.
+
+Trained models: :func:`pretrained` (from :mod:`kdlab.models.zoo`) trains a preset
+with a fixed recipe the first time and loads it from a cache afterwards.
 
 Presets (:func:`create`), parameter counts for the 8x8 digits (64 inputs, 10 classes):
 
@@ -334,3 +348,7 @@ class EmbeddingRecommender(nn.Module):
                              f"integer ids (user, item)")
         u, i = self.users(x[:, 0]), self.items(x[:, 1])
         return self.mlp(torch.cat([u, i, u * i], 1))
+
+
+# The zoo trains the presets above, so it is imported after them.
+from kdlab.models.zoo import pretrained  # noqa: E402

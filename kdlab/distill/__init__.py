@@ -1,0 +1,40 @@
+"""Knowledge distillation: a student learns from a teacher's soft targets.
+
+- :mod:`~kdlab.distill.targets`    soft targets ``softmax(z / T)``, several teachers
+  combined, a transfer set labelled by teachers, the teachers' logits cached once
+  (:class:`TeacherCache`), temperature schedules;
+- :mod:`~kdlab.distill.losses`     the KD loss
+  ``alpha * T^2 * KL(q_teacher || q_student) + (1 - alpha) * CE(z_student, y)``
+  (Hinton et al. 2015), decoupled KD, FitNets hints, attention transfer;
+- :mod:`~kdlab.distill.distiller`  :class:`Distiller`, which trains a student through
+  the one :func:`kdlab.train.fit` loop;
+- :mod:`~kdlab.distill.compare`    :func:`compare_with_alone`: KD against the same
+  student trained on its labels alone, at equal optimizer steps.
+
+Every function that takes a temperature takes it by keyword, with the default
+:data:`DEFAULT_TEMPERATURE` (4.0).
+
+>>> import torch
+>>> from kdlab.distill import soft_targets, kd_loss
+>>> z = torch.tensor([[4.0, 1.0, 0.0]])
+>>> soft_targets(z, temperature=4.0).round(decimals=3)
+tensor([[0.5430, 0.2570, 0.2000]])
+"""
+from kdlab.data import UNLABELLED
+from kdlab.distill.compare import Comparison, compare_with_alone
+from kdlab.distill.distiller import HINT_KINDS, LOSSES, Distiller, indexed_loader
+from kdlab.distill.losses import (DKDTerms, attention_map, attention_transfer_loss, dkd_loss, dkd_terms,
+                                  hint_loss, kd_loss, make_regressor)
+from kdlab.distill.targets import (DEFAULT_TEMPERATURE, MULTI_TEACHER_MODES, TeacherCache, constant_temperature,
+                                   cosine_temperature, linear_temperature, multi_teacher_targets, soft_targets,
+                                   transfer_targets)
+
+__all__ = [
+    "DEFAULT_TEMPERATURE", "UNLABELLED",
+    "soft_targets", "multi_teacher_targets", "transfer_targets", "TeacherCache",
+    "constant_temperature", "linear_temperature", "cosine_temperature",
+    "kd_loss", "DKDTerms", "dkd_terms", "dkd_loss", "make_regressor", "hint_loss", "attention_map",
+    "attention_transfer_loss",
+    "Distiller", "indexed_loader", "LOSSES", "MULTI_TEACHER_MODES", "HINT_KINDS",
+    "compare_with_alone", "Comparison",
+]
