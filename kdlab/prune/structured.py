@@ -288,9 +288,11 @@ def _select(model: nn.Module, options: dict, *, strict: bool) -> Selection:
     else:
         keep.update(_global(active, score_of, amount, rounding, options["importance"]))
     for heads_space, (embed_space, link) in followers.items():
-        if embed_space in keep and heads_space in score_of:
-            n = len(keep[embed_space]) // link.head_dim
-            keep[heads_space] = _top(score_of[heads_space], n)
+        if embed_space in keep and heads_space not in score_of:  # heads cannot follow: the width stays
+            del keep[embed_space]
+    for heads_space, (embed_space, link) in followers.items():
+        if embed_space in keep:
+            keep[heads_space] = _top(score_of[heads_space], len(keep[embed_space]) // link.head_dim)
 
     chosen = [(grp, keep[grp.space]) for grp in groups if grp.space in keep]
     selection = Selection(chosen, g, keep, options, strict)
