@@ -47,7 +47,7 @@ def test_subset_is_stratified():
 
 
 def test_unknown_dataset_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="name must be one of 'digits', 'mnist', 'fashion-mnist', 'cifar10'; got 'imagenet'"):
+    with pytest.raises(ValueError, match="name must be one of 'digits', 'mnist-5k', 'mnist', 'fashion-mnist', 'cifar10'; got 'imagenet'"):
         data.load_dataset("imagenet")
 
 

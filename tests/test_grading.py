@@ -592,9 +592,9 @@ def test_answers_are_read_without_running_code_from_the_notebook(tmp_path, capsy
 # ---------------------------------------------------------------- stop and resume
 
 def _class(root: Path) -> Path:
-    """Two submissions graded at once: ann's is done in seconds, bea's 8 s later."""
+    """Two submissions graded at once: ann's is done in seconds, bea's 5 s later."""
     slow = nbformat.read(FIXTURES / "honest.ipynb", as_version=4)
-    slow.cells.insert(0, nbformat.v4.new_code_cell("import time\ntime.sleep(8)", id="slow"))  # same bytes each time
+    slow.cells.insert(0, nbformat.v4.new_code_cell("import time\ntime.sleep(5)", id="slow"))  # same bytes each time
     (root / "bea/00_start_here").mkdir(parents=True)
     nbformat.write(slow, root / "bea/00_start_here/00_start_here.ipynb")
     return _layout(root, {"ann/00_start_here/00_start_here.ipynb": FIXTURES / "missing_function.ipynb"})

@@ -197,8 +197,12 @@ def test_units_and_heads_of_modules_in_any_model():
         prune.prune_gru_units(Tagger(), 0.5)
 
 
-def test_beyond_cnn_still_imports_with_a_deprecation_warning():
-    sys.modules.pop("kdlab.prune.beyond_cnn", None)
-    with pytest.warns(DeprecationWarning, match="kdlab.prune.units"):
+def test_beyond_cnn_still_imports_with_a_deprecation_warning(monkeypatch):
+    import kdlab._deprecation
+
+    monkeypatch.delitem(sys.modules, "kdlab.prune.beyond_cnn", raising=False)
+    with pytest.warns(kdlab._deprecation.CATEGORY,
+                      match="the module kdlab.prune.beyond_cnn is deprecated .*use kdlab.prune.units"):
         old = importlib.import_module("kdlab.prune.beyond_cnn")
+    assert old is importlib.import_module("kdlab.prune.units")
     assert old.prune_gru_units is prune.prune_gru_units

@@ -1,12 +1,5 @@
-"""Renamed: this module is now :mod:`kdlab.prune.units` (attention heads, recurrent
-hidden units, embedding rows). The old name still imports, with a DeprecationWarning."""
-import warnings
+"""Renamed :mod:`kdlab.prune.units` (attention heads, recurrent hidden units, embedding
+rows); this name still imports for one release, with a warning."""
+from kdlab import _deprecation
 
-from kdlab.prune.units import (PrunedEmbedding, embedding_row_scores, gru_unit_scores, head_scores,
-                               prune_embedding_rows, prune_gru_units, prune_heads)
-
-__all__ = ["PrunedEmbedding", "embedding_row_scores", "gru_unit_scores", "head_scores", "prune_embedding_rows",
-           "prune_gru_units", "prune_heads"]
-
-warnings.warn("kdlab.prune.beyond_cnn is renamed kdlab.prune.units; import from kdlab.prune.units "
-              "(or kdlab.prune) instead", DeprecationWarning, stacklevel=2)
+_deprecation.moved_module("kdlab.prune.beyond_cnn", "kdlab.prune.units")

@@ -18,7 +18,7 @@ inputs and outputs the way it reads them:
   Linear; ``permute``/``transpose``/``view`` move and merge dims; ``mean``/``sum``
   over spatial dims keep the channel dim.
 - whole modules are read as one unit: ``nn.MultiheadAttention``, torchvision's
-  Swin window attention and kdlab's ``MultiHeadSelfAttention`` (their heads form a
+  Swin and MaxViT attention and kdlab's ``MultiHeadSelfAttention`` (their heads form a
   group), ``nn.RNN``/``nn.GRU``/``nn.LSTM`` (their hidden units, all gates together).
 
 Anything else - the model input and output, an operation not listed, one that
@@ -711,7 +711,7 @@ class Graph:
                 out[b[0]] = lx[a[0]]
             elif not live:
                 for d in b:
-                    out[d] = self.fresh(so[d], node, "reshaped positions")
+                    out[d] = self.fresh(so[d], node, "a reshape kdlab cannot follow")
             elif len(b) == 1 and len(live) == 1:
                 k = live[0]
                 inner = math.prod(sx[d] for d in a[k + 1:])
@@ -724,7 +724,7 @@ class Graph:
             else:
                 self.freeze_dims([layouts[k] for k in live], node, "a reshape that mixes channels")
                 for d in b:
-                    out[d] = self.fresh(so[d], node, "reshaped positions")
+                    out[d] = self.fresh(so[d], node, "a reshape kdlab cannot follow")
         return tuple(out)
 
     def _split(self, node, layout, sizes) -> list:
@@ -740,9 +740,9 @@ class Graph:
             for piece in pieces[1:]:
                 self.unify(pieces[0], piece, node, "the groups of a reshape hold different channels")
             carrier = tuple(Seg(s.space, s.inner // inner, s.repeat) for s in self.sp.resolve(pieces[0]))
-            return [carrier if i == k else self.fresh(s, node, "reshaped positions") for i, s in enumerate(sizes)]
+            return [carrier if i == k else self.fresh(s, node, "a reshape kdlab cannot follow") for i, s in enumerate(sizes)]
         self.freeze_dims([layout], node, "a reshape that splits channels")
-        return [self.fresh(s, node, "reshaped positions") for s in sizes]
+        return [self.fresh(s, node, "a reshape kdlab cannot follow") for s in sizes]
 
     def _reshape_op(self, node) -> None:
         x = node.args[0]
@@ -812,7 +812,7 @@ class Graph:
         if (start, end, step) != (0, sx[d], 1):
             # the bounds are numbers in the code: they would not move with pruned channels
             self.freeze_dims([lx[d]], node, "takes channels at fixed positions")
-            out[d] = self.fresh(_shape(node)[d], node, "sliced positions")
+            out[d] = self.fresh(_shape(node)[d], node, "sliced at fixed positions")
         self.lay[node] = tuple(out)
 
     def _op_narrow(self, node) -> None:
@@ -821,7 +821,7 @@ class Graph:
         out = list(lx)
         if _shape(node)[d] != _shape(node.args[0])[d]:
             self.freeze_dims([lx[d]], node, "takes channels at fixed positions")
-            out[d] = self.fresh(_shape(node)[d], node, "sliced positions")
+            out[d] = self.fresh(_shape(node)[d], node, "sliced at fixed positions")
         self.lay[node] = tuple(out)
 
     def _op_split(self, node) -> None:
@@ -831,7 +831,7 @@ class Graph:
         sizes = [int(v.shape[d]) for v in _val(node)]
         if len(sizes) > 1:
             self.freeze_dims([lx[d]], node, "splits channels at fixed sizes")
-        self.lay[node] = [lx[:d] + ((self.fresh(s, node, "split positions") if len(sizes) > 1 else lx[d]),)
+        self.lay[node] = [lx[:d] + ((self.fresh(s, node, "split at fixed sizes") if len(sizes) > 1 else lx[d]),)
                           + lx[d + 1:] for s in sizes]
 
     _op_split_with_sizes = _op_split
@@ -853,7 +853,7 @@ class Graph:
                     self.unify(pieces[0], piece, node, "its equal parts hold different channels")
         if pieces is None:
             self.freeze_dims([lay], node, "splits channels unevenly")
-            pieces = [self.fresh(s, node, "split positions") for s in sizes]
+            pieces = [self.fresh(s, node, "its parts could not be followed") for s in sizes]
         self.lay[node] = [lx[:d] + (piece,) + lx[d + 1:] for piece in pieces]
 
     def _op_unbind(self, node) -> None:
@@ -1022,27 +1022,35 @@ def _handle_mha(g: Graph, name: str, m: nn.MultiheadAttention, run, inputs, outp
     g.macs.append((tokens * m.embed_dim * m.embed_dim, [(out_w, 0), (out_w, 1)]))
 
 
-def _handle_swin(g: Graph, name: str, m, run, inputs, outputs) -> None:
+def _handle_coupled_attention(g: Graph, name: str, m, run, inputs, outputs) -> None:
+    """Attention whose inner width must equal its input width (``heads * head_dim = C``):
+    torchvision's Swin window attention (qkv, proj, num_heads) and MaxViT's relative
+    attention (to_qkv, merge, n_heads). Heads follow the embedding group."""
     node = run[0]
     p = f"{name}." if name else ""
-    dim, nh = m.qkv.in_features, m.num_heads
-    hd = dim // nh
+    if hasattr(m, "to_qkv"):  # MaxViT
+        qkv_layer, proj_layer, nh, hd = m.to_qkv, m.merge, m.n_heads, m.head_dim
+        qkv, proj = f"{p}to_qkv", f"{p}merge"
+    else:
+        qkv_layer, proj_layer, nh = m.qkv, m.proj, m.num_heads
+        hd = m.qkv.in_features // nh
+        qkv, proj = f"{p}qkv", f"{p}proj"
+    dim = qkv_layer.in_features
     heads = g.sp.new(nh, kind="heads", owner=name)
-    qkv, proj = f"{p}qkv.weight", f"{p}proj.weight"
-    g.unify(g.member(qkv, 0), (Seg(heads, hd, 3),), node)
-    g.role(qkv, 0, "out")
-    g.role(qkv, 1, "in")
-    if m.qkv.bias is not None:
-        g.unify(g.member(f"{p}qkv.bias", 0), (Seg(heads, hd, 3),), node)
-        g.role(f"{p}qkv.bias", 0, "out_bias")
-    g.unify(g.member(proj, 1), (Seg(heads, hd),), node)
-    g.role(proj, 1, "in")
-    g.role(proj, 0, "out")
-    embed = g.member(proj, 0)
-    if m.proj.bias is not None:
-        g.unify(g.member(f"{p}proj.bias", 0), embed, node)
-        g.role(f"{p}proj.bias", 0, "out_bias")
-    g.unify(g.member(qkv, 1), embed, node)
+    g.unify(g.member(f"{qkv}.weight", 0), (Seg(heads, hd, 3),), node)
+    g.role(f"{qkv}.weight", 0, "out")
+    g.role(f"{qkv}.weight", 1, "in")
+    if qkv_layer.bias is not None:
+        g.unify(g.member(f"{qkv}.bias", 0), (Seg(heads, hd, 3),), node)
+        g.role(f"{qkv}.bias", 0, "out_bias")
+    g.unify(g.member(f"{proj}.weight", 1), (Seg(heads, hd),), node)
+    g.role(f"{proj}.weight", 1, "in")
+    g.role(f"{proj}.weight", 0, "out")
+    embed = g.member(f"{proj}.weight", 0)
+    if proj_layer.bias is not None:
+        g.unify(g.member(f"{proj}.bias", 0), embed, node)
+        g.role(f"{proj}.bias", 0, "out_bias")
+    g.unify(g.member(f"{qkv}.weight", 1), embed, node)
     extra = [("relative_position_bias_table", 1), ("logit_scale", 0)]
     if hasattr(m, "cpb_mlp"):
         last = [i for i, layer in enumerate(m.cpb_mlp) if isinstance(layer, nn.Linear)][-1]
@@ -1058,8 +1066,8 @@ def _handle_swin(g: Graph, name: str, m, run, inputs, outputs) -> None:
     g.unit_outputs(outputs, dim, embed, "attention output positions")
     g.head_links.append(HeadLink(name, nh, hd, embed))
     tokens = _tokens(g, inputs, dim)
-    g.macs.append((tokens * 3 * dim * dim, [(qkv, 0), (qkv, 1)]))
-    g.macs.append((tokens * dim * dim, [(proj, 0), (proj, 1)]))
+    g.macs.append((tokens * 3 * dim * dim, [(f"{qkv}.weight", 0), (f"{qkv}.weight", 1)]))
+    g.macs.append((tokens * dim * dim, [(f"{proj}.weight", 0), (f"{proj}.weight", 1)]))
 
 
 def _handle_kdlab_attention(g: Graph, name: str, m, run, inputs, outputs) -> None:
@@ -1154,18 +1162,19 @@ def _unit_handler(module: nn.Module):
         return _handle_rnn
     if isinstance(module, MultiHeadSelfAttention):
         return _handle_kdlab_attention
-    swin = _swin_attention()
-    if swin is not None and isinstance(module, swin):
-        return _handle_swin
+    if isinstance(module, coupled_attention()):
+        return _handle_coupled_attention
     return None
 
 
-def _swin_attention():
+def coupled_attention() -> tuple:
+    """torchvision's attention modules whose heads must fill their input width."""
     try:
+        from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
         from torchvision.models.swin_transformer import ShiftedWindowAttention
     except ImportError:  # torchvision is optional for the graph
-        return None
-    return ShiftedWindowAttention
+        return ()
+    return ShiftedWindowAttention, RelativePositionalMultiHeadAttention
 
 
 # ---------------------------------------------------------------- public view

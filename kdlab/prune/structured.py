@@ -288,9 +288,11 @@ def _select(model: nn.Module, options: dict, *, strict: bool) -> Selection:
     else:
         keep.update(_global(active, score_of, amount, rounding, options["importance"]))
     for heads_space, (embed_space, link) in followers.items():
-        if embed_space in keep and heads_space in score_of:
-            n = len(keep[embed_space]) // link.head_dim
-            keep[heads_space] = _top(score_of[heads_space], n)
+        if embed_space in keep and heads_space not in score_of:  # heads cannot follow: the width stays
+            del keep[embed_space]
+    for heads_space, (embed_space, link) in followers.items():
+        if embed_space in keep:
+            keep[heads_space] = _top(score_of[heads_space], len(keep[embed_space]) // link.head_dim)
 
     chosen = [(grp, keep[grp.space]) for grp in groups if grp.space in keep]
     selection = Selection(chosen, g, keep, options, strict)
@@ -460,10 +462,10 @@ def _apply(model: nn.Module, selection: Selection) -> nn.Module:
 def _fix_attributes(pruned: nn.Module, original: nn.Module, g: Graph, keep: dict) -> None:
     """Set the size attributes each known module reads in forward from its new weights."""
     from kdlab.models import MultiHeadSelfAttention
-    from kdlab.prune.graph import _swin_attention
+    from kdlab.prune.graph import coupled_attention
 
     before = dict(original.named_modules())
-    swin = _swin_attention()
+    coupled = coupled_attention()
     try:
         from torchvision.models.swin_transformer import PatchMerging, PatchMergingV2
         from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
@@ -500,8 +502,11 @@ def _fix_attributes(pruned: nn.Module, original: nn.Module, g: Graph, keep: dict
             m.vdim = m.embed_dim if m._qkv_same_embed_dim else m.v_proj_weight.shape[1]
         elif isinstance(m, MultiHeadSelfAttention):
             m.heads = m.q.weight.shape[0] // m.head_dim
-        elif swin is not None and isinstance(m, swin):
-            m.num_heads = m.proj.weight.shape[1] // (old.qkv.in_features // old.num_heads)
+        elif coupled and isinstance(m, coupled):
+            if hasattr(m, "merge"):  # MaxViT
+                m.n_heads = m.merge.weight.shape[1] // m.head_dim
+            else:
+                m.num_heads = m.proj.weight.shape[1] // (old.qkv.in_features // old.num_heads)
         elif VisionTransformer and isinstance(m, VisionTransformer):
             m.hidden_dim = m.conv_proj.weight.shape[0]
         elif EncoderBlock and isinstance(m, EncoderBlock):
