@@ -630,7 +630,7 @@ def test_compare_with_alone_gives_both_arms_the_same_start_and_steps():
     result = compare_with_alone(make, teacher, labelled=labelled, transfer=(x, hidden), test=(x, y),
                                 epochs=3, seeds=[0, 1], batch_size=16, lr=1e-2)
     # 96 examples are 6 batches of 16, 20 examples 2: the student alone trains 3 * 6 / 2 epochs
-    assert result.alone_epochs == 9 and result.alone_steps == result.kd_steps == 18
+    assert result.alone_epochs == [9, 9] and result.alone_steps == result.kd_steps == [18, 18]
     for i, seed in enumerate([0, 1]):
         kdlab.train.seed_everything(seed)
         alone = make()
@@ -643,6 +643,21 @@ def test_compare_with_alone_gives_both_arms_the_same_start_and_steps():
         assert result.kd[i] == kdlab.evaluate.accuracy(student, (x, y))
     assert result.differences == [k - a for a, k in zip(result.alone, result.kd)]
     assert "KD - alone" in str(result)
+
+
+def test_compare_with_alone_takes_a_labelled_subset_per_seed():
+    x, y = _toy(n=96)
+    teacher, make = MLP(6, (16,), 3).eval(), lambda: MLP(6, (8,), 3)
+    subsets = {0: torch.arange(20), 1: torch.arange(40, 72)}
+    labelled = lambda seed: (x[subsets[seed]], y[subsets[seed]])
+    per_seed = compare_with_alone(make, teacher, labelled=labelled, transfer=(x, y), test=(x, y), epochs=2,
+                                  seeds=[0, 1], batch_size=16)
+    assert per_seed.alone_epochs == [6, 6] and per_seed.alone_steps == [12, 12]
+    one = compare_with_alone(make, teacher, labelled=labelled(1), transfer=(x, y), test=(x, y), epochs=2,
+                             seeds=[1], batch_size=16)
+    assert (one.alone[0], one.kd[0]) == (per_seed.alone[1], per_seed.kd[1])
+    with pytest.raises(TypeError, match=r"labelled\(0\) must be an \(x, y\) pair"):
+        compare_with_alone(make, teacher, labelled=lambda seed: x, transfer=(x, y), test=(x, y), epochs=1)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -22,15 +22,16 @@ _FIT_KEYS_REFUSED = ("objective", "loss_fn", "epochs", "seed")
 
 @dataclass
 class Comparison:
-    """Test accuracies per seed of the student alone and distilled, and the optimizer
-    steps each arm took (the same up to one epoch of the labelled data)."""
+    """Per seed: the test accuracies of the student alone and distilled, the epochs of the
+    student alone, and the optimizer steps each arm took (the same up to one epoch of
+    the labelled data)."""
 
     seeds: list
     alone: list
     kd: list
-    alone_epochs: int
-    alone_steps: int
-    kd_steps: int
+    alone_epochs: list
+    alone_steps: list
+    kd_steps: list
 
     @property
     def differences(self) -> list:
@@ -55,8 +56,17 @@ def _pair(name: str, data) -> tuple:
         return data.train
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return tuple(data)
-    raise TypeError(f"{name} must be an (x, y) pair of tensors or a Split (its training part), "
-                    f"got {type(data).__name__}")
+    raise TypeError(f"{name} must be an (x, y) pair of tensors or a Split (its training part), or a function "
+                    f"of the seed that returns one; got {type(data).__name__}")
+
+
+def _per_seed(name: str, data):
+    """``seed -> (x, y)``: ``data`` itself when it is a function of the seed, else the
+    same pair for every seed (checked now, before any training)."""
+    if callable(data) and not isinstance(data, nn.Module):
+        return lambda seed: _pair(f"{name}({seed})", data(seed))
+    pair = _pair(name, data)
+    return lambda seed: pair
 
 
 def compare_with_alone(make_student, teacher, *, labelled, transfer, test, epochs: int, seeds=(0,),
@@ -80,10 +90,11 @@ def compare_with_alone(make_student, teacher, *, labelled, transfer, test, epoch
     Args:
         make_student: a function of no arguments that returns a fresh student.
         teacher: one trained ``nn.Module`` or a sequence of them.
-        labelled: ``(x, y)`` or a Split: what the student alone learns from.
+        labelled: ``(x, y)`` or a Split: what the student alone learns from; or a
+            function of the seed that returns it (a different labelled subset per seed).
         transfer: ``(x, y)`` or a Split: what the distilled student learns from, usually
             the same images and labels plus more images whose targets are UNLABELLED
-            (:meth:`kdlab.data.Split.few_labels`).
+            (:meth:`kdlab.data.Split.few_labels`); or a function of the seed.
         test: ``(x, y)`` or a Split (its test part).
         epochs: epochs of the distilled student, >= 1.
         seeds: the seeds, one run of each arm per seed.
@@ -97,7 +108,7 @@ def compare_with_alone(make_student, teacher, *, labelled, transfer, test, epoch
     ...     labelled=split.subset(n_train=90), transfer=(split.x_train, split.few_labels(90)),
     ...     test=split, epochs=2, lr=1e-2)
     >>> result.alone_epochs, result.alone_steps, result.kd_steps
-    (15, 30, 30)
+    ([15], [30], [30])
     """
     from kdlab.evaluate import accuracy
     from kdlab.train import equal_step_epochs, fit, seed_everything
@@ -105,7 +116,7 @@ def compare_with_alone(make_student, teacher, *, labelled, transfer, test, epoch
     if isinstance(make_student, nn.Module) or not callable(make_student):
         raise TypeError(f"make_student must be a function that returns a fresh student (each arm trains its "
                         f"own), got {type(make_student).__name__}")
-    labelled, transfer = _pair("labelled", labelled), _pair("transfer", transfer)
+    labelled, transfer = _per_seed("labelled", labelled), _per_seed("transfer", transfer)
     epochs = _validate.positive_int("epochs", epochs)
     seeds = _validate.sequence("seeds", seeds, "[0, 1, 2] or range(3)")
     for i, seed in enumerate(seeds):
@@ -116,18 +127,21 @@ def compare_with_alone(make_student, teacher, *, labelled, transfer, test, epoch
         if key in fit_kwargs:
             raise ValueError(f"{key} is set by compare_with_alone; do not pass it (extra arguments go to "
                              f"kdlab.train.fit: lr, optimizer, weight_decay, batch_size, ...)")
-    alone_epochs = equal_step_epochs(epochs, transfer, labelled, batch_size=fit_kwargs.get("batch_size", 64))
     Distiller(make_student(), teacher, temperature=temperature, alpha=alpha, cache_teacher=cache_teacher)
     threads = torch.get_num_threads()
-    alone, kd = [], []
+    result = Comparison(list(seeds), [], [], [], [], [])
     for seed in seeds:
+        labelled_data, transfer_data = labelled(seed), transfer(seed)
+        epochs_alone = equal_step_epochs(epochs, transfer_data, labelled_data,
+                                         batch_size=fit_kwargs.get("batch_size", 64))
         seed_everything(seed, threads=threads)
         student = make_student()
-        alone_steps = fit(student, labelled, epochs=alone_epochs, seed=seed, **fit_kwargs).steps
-        alone.append(accuracy(student, test))
+        result.alone_steps.append(fit(student, labelled_data, epochs=epochs_alone, seed=seed, **fit_kwargs).steps)
+        result.alone.append(accuracy(student, test))
         seed_everything(seed, threads=threads)
         student = make_student()
         distiller = Distiller(student, teacher, temperature=temperature, alpha=alpha, cache_teacher=cache_teacher)
-        kd_steps = distiller.fit(transfer, epochs=epochs, seed=seed, **fit_kwargs).steps
-        kd.append(accuracy(student, test))
-    return Comparison(list(seeds), alone, kd, alone_epochs, alone_steps, kd_steps)
+        result.kd_steps.append(distiller.fit(transfer_data, epochs=epochs, seed=seed, **fit_kwargs).steps)
+        result.kd.append(accuracy(student, test))
+        result.alone_epochs.append(epochs_alone)
+    return result
