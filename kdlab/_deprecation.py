@@ -7,10 +7,10 @@ the new spelling.
 - :func:`moved_attributes` for names that moved to another module;
 - :func:`moved_module` for a module that moved: the old module re-exports the new one.
 
-The warnings are :data:`CATEGORY`. A course notebook shows a ``DeprecationWarning``
-raised by its own code on stderr, which nbval compares, so the category stays
-``PendingDeprecationWarning`` (silent outside test runs) until no notebook uses an
-old spelling.
+The warnings are :data:`CATEGORY`, ``DeprecationWarning``, attributed to the line that
+uses the old spelling: Python shows them in scripts and notebooks (``__main__``) and
+test runners show them everywhere, while code that merely imports a library using an
+old spelling stays quiet.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import importlib
 import sys
 import warnings
 
-CATEGORY = PendingDeprecationWarning
+CATEGORY = DeprecationWarning
 
 
 def warn(old: str, new: str, *, stacklevel: int = 3) -> None:
