@@ -354,6 +354,10 @@ def sweep_worker(tool: str, name: str, out: Path) -> None:
     side = image_side(name)
     model, x = build(name, side)
     result = {"model": name, "side": side, "params": evaluate.count_parameters(model)}
+    # room for a few copies of the model on top of what the process holds now, the same for both tools
+    extra = max(3 * 1024 ** 3, 4 * sum(t.numel() * t.element_size() for t in model.state_dict().values()))
+    cap = min(virtual_bytes() + extra, WORKER_MEMORY_GB * 1024 ** 3)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     out.write_text(json.dumps(result))
     with torch.no_grad():
         shape = tuple(model(x).shape)
@@ -406,6 +410,13 @@ def sweep_worker(tool: str, name: str, out: Path) -> None:
         result["pruned_macs"] = evaluate.macs(net, x)
         result["pruned_params"] = evaluate.count_parameters(net)
     out.write_text(json.dumps(result))
+
+
+def virtual_bytes() -> int:
+    """Virtual memory of this process (what RLIMIT_AS limits)."""
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    return kb * 1024
 
 
 def run_worker(tool: str, name: str) -> dict:
@@ -557,7 +568,9 @@ def sweep_section(rows, tp) -> list:
              f"pruning_ratio={AMOUNT}, ignored_layers=[the 1000-class layer])`. `amount` means what "
              "`pruning_ratio` means: every prunable group loses that fraction of its channels (kdlab removes "
              "round(amount * C), Torch-Pruning C - int(C * (1 - ratio)): the same count for even C). Each tool "
-             f"runs in its own process limited to {WORKER_MEMORY_GB} GB. MACs are counted for both by "
+             "runs in its own process, whose memory is limited to what it holds after building the model plus "
+             f"3 GB or four copies of the weights, whichever is more (at most {WORKER_MEMORY_GB} GB). MACs are "
+             "counted for both by "
              "`kdlab.evaluate.macs` (torch.utils.flop_counter). *exact*: the pruned model's output against the "
              "original with every slice of the removed channels set to zero (`prune.zero_channels`), max "
              "absolute difference over the largest output; where a LayerNorm normalises pruned channels its "
