@@ -33,7 +33,7 @@ from kdlab.distill.targets import combine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KD = {"temperature": 4.0, "alpha": 0.9}
-COST_RUNS = 7
+COST_RUNS = 21
 
 
 def mean_std(values) -> str:

@@ -701,3 +701,12 @@ def test_soft_targets_without_temperature_keeps_the_old_default_with_a_warning()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         transfer_targets(teacher, z, hard=True)  # one teacher's argmax is the same at every T
+
+
+def test_a_refused_cached_fit_leaves_the_distiller_as_it_was():
+    x, y = _toy()
+    student, teacher = MLP(6, (8,), 4), MLP(6, (16,), 3).eval()
+    d = Distiller(student, teacher, cache_teacher=True)
+    with pytest.raises(ValueError, match="student: 4 classes, teachers: 3 classes"):
+        d.fit((x, y), epochs=1, progress=False)
+    assert d._cache is None and d._kd_weights is None

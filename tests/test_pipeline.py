@@ -10,14 +10,6 @@ from kdlab import evaluate, models, pipeline, prune, train
 STEPS_PER_EPOCH = 15  # 898 training digits in batches of 64
 
 
-@pytest.fixture(scope="module")
-def teacher(split):
-    torch.manual_seed(1)
-    t = models.MLP(64, (64,), 10)
-    train.fit(t, split, epochs=5, lr=3e-3, progress=False)
-    return t.eval()
-
-
 def student(seed=0, hidden=(32,)):
     torch.manual_seed(seed)
     return models.MLP(64, hidden, 10)

@@ -7,24 +7,16 @@ import torch
 from torch import nn
 
 import kdlab._deprecation
-from kdlab import evaluate, models, pipeline, prune, quantize, train
+from kdlab import evaluate, models, pipeline, prune, quantize
 from kdlab.prune.sparse_io import unpack_mask
-
-
-@pytest.fixture(scope="module")
-def trained(split):
-    torch.manual_seed(1)
-    model = models.MLP(64, (64,), 10)
-    train.fit(model, split, epochs=5, lr=3e-3, progress=False)
-    return model.eval()
 
 
 def _same_weights(a, b):
     return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_quantize_int8_keeps_predictions_zeros_and_warns_nothing(split, trained):
-    model = copy.deepcopy(trained)
+def test_quantize_int8_keeps_predictions_zeros_and_warns_nothing(split, teacher):
+    model = copy.deepcopy(teacher)
     prune.magnitude_prune(model, 0.8)
     before = copy.deepcopy(model)
     with warnings.catch_warnings():

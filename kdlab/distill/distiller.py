@@ -334,19 +334,20 @@ class Distiller(Callback):
                                  f"{type(data).__name__}. Pass the tensors or use cache_teacher=False")
             x, y = data
             loader = indexed_loader(x, y, batch_size=batch_size, seed=seed)
-            self._cache, self._batch_size = TeacherCache(self.teachers, x, y), batch_size
+            cache = TeacherCache(self.teachers, x, y)
             if len(x):
-                self._check_student(x, self._cache.logits.shape[-1])
+                self._check_student(x, cache.logits.shape[-1])
+            self._cache, self._batch_size = cache, batch_size
         else:
             loader = as_loader(data, batch_size=batch_size, seed=seed)
-        self._prepare_regressors(next(iter(loader))[0])
-        optimizer = fit_kwargs.pop("optimizer", "adam")
-        if len(self.regressors) and not isinstance(optimizer, torch.optim.Optimizer):
-            optimizer = make_optimizer(self.student, optimizer, fit_kwargs.pop("lr", 1e-3),
-                                       fit_kwargs.pop("weight_decay", 0.0))
-        if len(self.regressors):
-            optimizer.add_param_group({"params": list(self.regressors.parameters())})
-        try:
+        try:  # whatever happens, the Distiller leaves with its hooks removed and no cache
+            self._prepare_regressors(next(iter(loader))[0])
+            optimizer = fit_kwargs.pop("optimizer", "adam")
+            if len(self.regressors) and not isinstance(optimizer, torch.optim.Optimizer):
+                optimizer = make_optimizer(self.student, optimizer, fit_kwargs.pop("lr", 1e-3),
+                                           fit_kwargs.pop("weight_decay", 0.0))
+            if len(self.regressors):
+                optimizer.add_param_group({"params": list(self.regressors.parameters())})
             return fit(self.student, loader, epochs=epochs, objective=self.objective,
                        callbacks=[self, *callbacks], optimizer=optimizer, **fit_kwargs)
         finally:
