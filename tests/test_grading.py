@@ -464,9 +464,9 @@ def batch(tmp_path_factory):
     (root / "network/00_start_here/port.txt").write_text(str(server.getsockname()[1]))
     zoe = root / "zoe/00_start_here/00_start_here.ipynb"
     (root / "classmate_reader/00_start_here/target.txt").write_text(str(zoe))
-    from kdlab import zoo
+    from kdlab.models.zoo import cache_dir
 
-    before, cache_before, temp_before = _digests(FIXTURES, root), _digests(zoo.cache_dir()), _our_temp()
+    before, cache_before, temp_before = _digests(FIXTURES, root), _digests(cache_dir()), _our_temp()
     subs = grader.find_submissions([root])
     hostile = [s for s in subs if s.student not in looping and s.student != "zoe"]
     later = [s for s in subs if s.student == "zoe"]  # graded after the hostile ones
@@ -484,7 +484,7 @@ def batch(tmp_path_factory):
             "repo": {r.path: r for r in repo}, "feedback": feedback, "received": received,
             # the cache may gain models (the grader's targets, other runs), never lose or change one
             "unchanged": before == _digests(FIXTURES, root)
-            and cache_before.items() <= _digests(zoo.cache_dir()).items(), "left": left + left_later,
+            and cache_before.items() <= _digests(cache_dir()).items(), "left": left + left_later,
             "temp_left": _our_temp() - temp_before, "root": root}
 
 

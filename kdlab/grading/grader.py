@@ -889,9 +889,9 @@ def grade(paths, *, timeout: float = 120, jobs: int = 1, lesson: str | None = No
             if sandboxed:
                 shared_dir = folder / "shared"
                 shared_dir.mkdir(mode=0o755)
-                from kdlab import zoo
+                from kdlab.models.zoo import cache_dir
 
-                setup.shared = sandbox.Shared(shared_dir, zoo.cache_dir(), limits, folder.name)
+                setup.shared = sandbox.Shared(shared_dir, cache_dir(), limits, folder.name)
             stopped = _batch(subs, setup, jobs, progress, on_result, done,
                              interrupt if main_thread else None)
     except _Interrupt as stop:
