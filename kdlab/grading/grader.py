@@ -372,6 +372,21 @@ def _flags_of(ename: str, evalue: str) -> list:
 
 # ---------------------------------------------------------------- running one notebook
 
+def _checking_cells(nb, items) -> dict:
+    """Cell index -> the items whose nbgrader ``grade_id`` that code cell carries (the
+    last such cell when there are several)."""
+    by_grade_id = {item.grade_id: item for item in items}
+    last = {}
+    for index, cell in enumerate(nb.cells):
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.cell_type == "code" and grade_id in by_grade_id:
+            last[grade_id] = index
+    out: dict = {}
+    for grade_id, index in last.items():
+        out.setdefault(index, []).append(by_grade_id[grade_id])
+    return out
+
+
 def cell_label(nb, index: int) -> str:
     """A cell as JupyterLab shows it: "code cell N" counted from 1 over code cells only,
     with its nbgrader ``grade_id`` when it has one."""
@@ -436,6 +451,15 @@ def _cleaned(outcomes: list) -> list:
         else:
             out.append(o)
     return out
+
+
+def _is_missing(answers_path: Path) -> bool:
+    """Whether the kernel reported the answer's name as not defined."""
+    try:
+        outcomes = _answers(answers_path)
+    except Exception:
+        return False  # judged (and failed) as it is
+    return isinstance(outcomes, tuple) and outcomes == ("missing",)
 
 
 def _judge(item, cases, answers_path: Path, errors: list, flags: list | None = None):
@@ -593,37 +617,57 @@ async def _run(sub: Submission, nb, result: Result, items: list, setup: _Setup, 
         timeout_func=lambda cell: max(1, int(deadline[0] - loop.time())),
         on_cell_executed=on_executed, resources={"metadata": {"path": str(source)}})
     harness = Path(_harness.__file__).read_text(encoding="utf-8")
+
+    async def _collect(item, last: bool):
+        """Read ``item``'s answer from the kernel and judge it; unless ``last``, an
+        answer not defined yet is left for the read after the last cell."""
+        cases = item.cases(seed(setup.secret, item.id))
+        name = f"{item.grade_id}.{'last' if last else 'at-check'}"
+        spec, answers = ctl / f"{name}.in", run / f"{name}.out"
+        buffer = io.BytesIO()
+        torch.save((item.id, item.name, item.kind, cases), buffer)
+        _write_new(spec, buffer.getvalue())
+        cell = nbformat.v4.new_code_cell(_COLLECT.format(
+            spec=str(spec), answers=str(answers), harness=harness))
+        nb.cells.append(cell)  # nbclient looks cells up by index
+        try:
+            await client.async_execute_cell(cell, len(nb.cells) - 1, store_history=False)
+        finally:
+            nb.cells.pop()
+        if not last and _is_missing(answers):
+            return
+        result.verdicts[item.id] = _judge(item, cases, answers, errors, flags)
+
     try:
         await client.async_start_new_kernel(env=env, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
         await client.async_start_new_kernel_client()
         deadline[0] = loop.time() + timeout
+        # an answer is read right after the cell that checks it, so a later cell that
+        # reuses the name (e.g. ``from kdlab.evaluate import accuracy``) cannot replace
+        # it; an answer not defined there yet (cells moved) or whose checking cell is
+        # gone is read after the last cell
+        at_cell = _checking_cells(nb, items)
         for index, cell in enumerate(nb.cells):
             step[0] = index
             await client.async_execute_cell(cell, index, store_history=True)
+            for item in at_cell.get(index, ()):
+                step[0] = item.id
+                await _collect(item, last=False)
         deadline[0] = loop.time() + timeout
         for item in items:
-            step[0] = item.id
-            cases = item.cases(seed(setup.secret, item.id))
-            spec, answers = ctl / f"{item.grade_id}.in", run / f"{item.grade_id}.out"
-            buffer = io.BytesIO()
-            torch.save((item.id, item.name, item.kind, cases), buffer)
-            _write_new(spec, buffer.getvalue())
-            cell = nbformat.v4.new_code_cell(_COLLECT.format(
-                spec=str(spec), answers=str(answers), harness=harness))
-            nb.cells.append(cell)  # nbclient looks cells up by index
-            try:
-                await client.async_execute_cell(cell, len(nb.cells) - 1, store_history=False)
-            finally:
-                nb.cells.pop()
-            result.verdicts[item.id] = _judge(item, cases, answers, errors, flags)
+            if item.id not in result.verdicts:
+                step[0] = item.id
+                await _collect(item, last=True)
     except CellTimeoutError:
+        result.verdicts.clear()  # a timeout earns nothing, not even items read before it
         if isinstance(step[0], int):
             what = f"{cell_label(nb, step[0])} was still running after"
         else:
             what = f"checking {step[0]} took over"
         result.status, result.reason = "timeout", f"timeout: {what} {timeout:g} s"
     except DeadKernelError:
+        result.verdicts.clear()
         if isinstance(step[0], int):
             what = f"running {cell_label(nb, step[0])}"
         else:
@@ -738,6 +782,7 @@ async def _grade_one(sub: Submission, setup: _Setup) -> Result:
     for item in items:
         if item.id not in result.verdicts:
             result.verdicts[item.id] = item._fail(result.reason or "not graded")
+    result.verdicts = {item.id: result.verdicts[item.id] for item in items}  # the lesson's order
     if result.status == "graded":
         by_message: dict = {}
         for v in result.verdicts.values():
