@@ -273,7 +273,7 @@ def file_sizes():
     buffer = io.BytesIO()
     prune.save_sparse(model, buffer)
     buffer.seek(0)
-    restored = prune.load_sparse(buffer, models.pretrained("lenet-300-100"))
+    restored = prune.load_sparse(models.pretrained("lenet-300-100"), buffer)
     exact = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
     return {"dense torch.save": dense, "torch.nn.utils.prune state_dict": torch_masked,
             "zeros, dense torch.save": evaluate.model_size_bytes(model),

@@ -11,8 +11,8 @@ The library, in the order the course teaches it (one idea per module):
   reports
 - :mod:`kdlab.distill`   soft targets, KD losses, the Distiller, KD against the
   student alone
-- :mod:`kdlab.prune`     unstructured and structured pruning, masks, schedules
-- :mod:`kdlab.regrow`    sparse training whose mask moves (SET, RigL)
+- :mod:`kdlab.prune`     unstructured and structured pruning, masks, schedules,
+  prune-and-regrow (a sparse mask that moves: SET, RigL)
 - :mod:`kdlab.quantize`  post-training int8 quantization and its size on disk
 - :mod:`kdlab.pipeline`  distillation and pruning combined; prune, fine-tune, evaluate
 - :mod:`kdlab.deploy`    export with ``torch.export``, prune to a latency budget

@@ -105,3 +105,26 @@ def test_constructor_and_helper_arguments(call, match):
 
 def test_attention_with_an_explicit_head_dim_still_works():
     assert models.MultiHeadSelfAttention(7, 2, head_dim=4).q.out_features == 8
+
+
+def test_previous_masks_of_another_model_are_refused():
+    import copy
+
+    model = _mlp()
+    masks = prune.magnitude_prune(model, 0.5)
+    twin = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"previous holds the masks of another model .* previous=masks.rebind\(copy\)"):
+        prune.magnitude_prune(twin, 0.7, previous=masks)
+    with pytest.raises(TypeError, match="previous must be the PruningMasks .* got dict"):
+        prune.magnitude_prune(model, 0.7, previous={n: masks[n] for n in masks})
+    grown = prune.magnitude_prune(twin, 0.7, previous=masks.rebind(twin))  # the remedy the message names
+    assert all(bool((grown[n] <= masks[n]).all()) for n in masks)  # nothing pruned comes back
+
+
+def test_select_channels_takes_a_batch_size_for_taylor():
+    cnn = models.create("cnn-student", input_shape=(1, 8, 8))
+    x, y = torch.randn(12, 1, 8, 8), torch.randint(0, 10, (12,))
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        prune.select_channels(cnn, 0.5, x[:1], criterion="taylor", data=(x, y), batch_size=0)
+    small = prune.structured_prune(cnn, 0.5, x[:1], criterion="taylor", data=(x, y), batch_size=4, batches=3)
+    assert evaluate.count_parameters(small) < evaluate.count_parameters(cnn)

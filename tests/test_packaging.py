@@ -33,7 +33,8 @@ def test_the_version_is_the_packages_and_the_commands():
 
 
 MOVED = {"kdlab.zoo": "kdlab.models.zoo", "kdlab.tasks": "kdlab.data.tasks", "kdlab.lab": "kdlab.course.lab",
-         "kdlab.drill": "kdlab.course.drill", "kdlab.widgets": "kdlab.course.widgets"}
+         "kdlab.drill": "kdlab.course.drill", "kdlab.widgets": "kdlab.course.widgets",
+         "kdlab.regrow": "kdlab.prune.regrow"}
 
 
 @pytest.mark.parametrize("old, new", MOVED.items())

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from kdlab import evaluate, models, prune, regrow, train
+from kdlab import evaluate, models, prune, train
+from kdlab.prune import regrow
 
 
 def _pruned(amount=0.8):

@@ -4,6 +4,7 @@
 - :mod:`~kdlab.prune.importance`    importance criteria shared by every kind of pruning
 - :mod:`~kdlab.prune.unstructured`  magnitude, threshold, random, Taylor and SNIP pruning
 - :mod:`~kdlab.prune.schedules`     one-shot, iterative and AGP schedules (training callbacks)
+- :mod:`~kdlab.prune.regrow`        prune and regrow: a sparse mask that moves (SET, RigL)
 - :mod:`~kdlab.prune.graph`         channel groups tied together, found by ``torch.export``;
                                     :func:`explain` says what froze the others
 - :mod:`~kdlab.prune.structured`    channel, head and unit pruning into a new, smaller model
@@ -16,9 +17,9 @@ are kept by re-applying them after each optimizer step, not by forward hooks, so
 state_dict keys stay the original ones and ``deepcopy``/``torch.save``/``torch.export``
 just work; structured pruning really removes channels.
 
->>> from kdlab import data, prune, train, zoo
+>>> from kdlab import data, models, prune, train
 >>> split = data.load_digits()
->>> model = zoo.pretrained("lenet-300-100")
+>>> model = models.pretrained("lenet-300-100")
 >>> masks = prune.magnitude_prune(model, 0.9)
 >>> _ = train.fit(model, split, epochs=2, callbacks=[masks.callback()])
 >>> round(prune.sparsity(model)["global"], 3)
@@ -27,6 +28,7 @@ just work; structured pruning really removes channels.
 from kdlab.prune.graph import ChannelGroup, Explanation, channel_groups, explain
 from kdlab.prune.importance import (BNScale, BNScalePenalty, Importance, Magnitude, Random, Snip, Taylor)
 from kdlab.prune.masks import PruningMasks, SparsityLog, prunable_weights, sparsity
+from kdlab.prune.regrow import PruneRegrow, drop_and_grow
 from kdlab.prune.schedules import AGP, Iterative, OneShot, Schedule
 from kdlab.prune.sensitivity import SensitivityScan, plot_sensitivity, sensitivity_scan
 from kdlab.prune.sparse_io import load_sparse, save_sparse, sparse_size_bytes
@@ -42,7 +44,7 @@ __all__ = [
     "Importance", "Magnitude", "Random", "Taylor", "Snip", "BNScale", "BNScalePenalty",
     "magnitude_prune", "threshold_prune", "std_threshold_prune", "random_prune",
     "gradient_prune", "gradient_scores", "masks_from_scores", "unstructured_prune",
-    "Schedule", "OneShot", "Iterative", "AGP",
+    "Schedule", "OneShot", "Iterative", "AGP", "PruneRegrow", "drop_and_grow",
     "ChannelGroup", "channel_groups", "explain", "Explanation",
     "channel_scores", "select_channels", "remove_channels", "structured_prune", "zero_channels", "Selection",
     "save_sparse", "load_sparse", "sparse_size_bytes",

@@ -194,9 +194,9 @@ class PruningMasks(Mapping):
         ``exp_avg_sq``, RMSprop's ``square_avg``, Adagrad's ``sum``) are set to 1
         once, when the optimizer creates them. Why: a pruned weight whose gradient
         is always exactly 0 (its unit was cut off) would leave exact zeros there,
-        and PyTorch's CPU ``sqrt`` (torch 2.14, measured on an AMD EPYC) is about
-        5x slower on 0.0 than on other numbers, enough to make every Adam step of
-        a pruned model slower than a dense one.
+        and PyTorch's CPU ``sqrt`` can be much slower on 0.0 than on other numbers,
+        enough to make every Adam step of a pruned model slower than a dense one
+        (section 3 of ``benchmarks/results/prune.md`` measures the step times).
         Pruned weights are reset to 0 after every step, so their state never
         reaches a kept weight: kept weights train bit for bit as before.
         """

@@ -14,10 +14,10 @@ weights that were pruned, chosen
 Grown weights start at 0 (RigL) and are trained from there.
 
 >>> import functools
->>> from kdlab import data, models, prune, regrow, train
+>>> from kdlab import data, models, prune, train
 >>> split = data.load_digits()
 >>> model = models.create("mlp-student")
->>> rigl = regrow.PruneRegrow(prune.magnitude_prune(model, 0.8), every=10, until=100)
+>>> rigl = prune.PruneRegrow(prune.magnitude_prune(model, 0.8), every=10, until=100)
 >>> _ = train.fit(model, split, epochs=3, callbacks=[rigl])
 >>> round(prune.sparsity(model)["global"], 2), rigl.regrown > 0
 (0.8, True)
@@ -29,7 +29,7 @@ import math
 import torch
 
 from kdlab import _validate
-from kdlab.prune import PruningMasks
+from kdlab.prune.masks import PruningMasks
 from kdlab.train import Callback
 
 GROW = ("gradient", "random")

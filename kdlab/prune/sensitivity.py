@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from kdlab import _validate
+from kdlab import _deprecation, _validate
 from kdlab.prune.masks import prunable_weights
 from kdlab.prune.unstructured import magnitude_prune
 
@@ -23,7 +23,8 @@ class SensitivityScan:
     baseline: float
 
 
-def sensitivity_scan(model, data, amounts, layers=None) -> SensitivityScan:
+@_deprecation.keyword_only(3, ("layers",))
+def sensitivity_scan(model, data, amounts, *, layers=None) -> SensitivityScan:
     """Prune each layer alone on a copy of ``model`` by each of ``amounts`` (fractions
     in [0, 1]) and record the accuracy on ``data`` (``(x, y)`` or a DataLoader).
     ``layers``: module names or modules, default every Linear/Conv.

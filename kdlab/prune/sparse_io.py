@@ -17,6 +17,7 @@ import zipfile
 import torch
 from torch import nn
 
+from kdlab import _deprecation
 from kdlab.prune.masks import _INT_OF_WIDTH
 
 FORMAT = "kdlab-sparse-v1"
@@ -129,11 +130,24 @@ def _verified(path, label: str):
     return source
 
 
-def load_sparse(path, model: nn.Module) -> nn.Module:
-    """Load a :func:`save_sparse` file into ``model`` (same architecture; strict) and return it.
+def load_sparse(model: nn.Module, path) -> nn.Module:
+    """Load the :func:`save_sparse` file ``path`` into ``model`` (same architecture;
+    strict) and return it; the arguments come in :func:`save_sparse`'s order.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
-    an empty, truncated, corrupted (checksum mismatch) or foreign file."""
+    an empty, truncated, corrupted (checksum mismatch) or foreign file.
+
+    >>> import io
+    >>> from kdlab import models, prune
+    >>> model = models.create("lenet-300-100"); _ = prune.magnitude_prune(model, 0.9)
+    >>> buffer = io.BytesIO(); prune.save_sparse(model, buffer); _ = buffer.seek(0)
+    >>> copy = prune.load_sparse(models.create("lenet-300-100"), buffer)
+    >>> bool((copy.layers[0].weight == model.layers[0].weight).all())
+    True
+    """
+    if isinstance(path, nn.Module) and not isinstance(model, nn.Module):  # the old order
+        _deprecation.warn("load_sparse(path, model)", "load_sparse(model, path), the order of save_sparse")
+        model, path = path, model
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_path(path)

@@ -135,12 +135,13 @@ def _macs(g: Graph, counts: dict) -> tuple:
 
 
 def select_channels(model: nn.Module, amount, example_input, *, criterion="l1", data=None,
-                    loss_fn=None, batches: int = 1, round_to: int = 1, layer_amounts=None,
+                    loss_fn=None, batches: int = 1, batch_size: int = 128, round_to: int = 1, layer_amounts=None,
                     ignored_layers=None, scope: str = "layer", kinds=KINDS) -> Selection:
     """``[(group, kept channel indices ascending), ...]`` for every prunable group.
 
     - ``amount`` in [0, 1]: the fraction of each group's channels removed;
-    - ``criterion``: ``"l1"``, ``"l2"``, ``"taylor"`` (needs ``data``), ``"random"``,
+    - ``criterion``: ``"l1"``, ``"l2"``, ``"taylor"`` (needs ``data``; ``loss_fn``,
+      ``batches`` and ``batch_size`` say how its gradients are taken), ``"random"``,
       ``"bn_scale"`` or an :class:`~kdlab.prune.Importance`;
     - ``round_to``: every group keeps a multiple of this many channels (heads excepted);
     - ``layer_amounts``: ``{module name: fraction}`` for the groups those modules (or
@@ -157,13 +158,13 @@ def select_channels(model: nn.Module, amount, example_input, *, criterion="l1", 
     MACs removed fall far short of what ``amount`` would remove if every group could
     be pruned (:func:`kdlab.prune.explain` says why).
     """
-    options = _check(model, amount, example_input, criterion, data, loss_fn, batches, round_to,
-                     layer_amounts, ignored_layers, scope, kinds)
+    options = _check(model, amount, example_input, criterion, data, loss_fn, batches, batch_size,
+                     round_to, layer_amounts, ignored_layers, scope, kinds)
     return _select(model, options, strict=False)
 
 
-def _check(model, amount, example_input, criterion, data, loss_fn, batches, round_to, layer_amounts,
-           ignored_layers, scope, kinds) -> dict:
+def _check(model, amount, example_input, criterion, data, loss_fn, batches, batch_size, round_to,
+           layer_amounts, ignored_layers, scope, kinds) -> dict:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     amount = _validate.fraction("amount", amount)
@@ -189,7 +190,8 @@ def _check(model, amount, example_input, criterion, data, loss_fn, batches, roun
             amounts[name] = _validate.fraction(f"layer_amounts[{name!r}]", value)
     ignored = _names(model, "ignored_layers", ignored_layers)
     args = example_args(example_input)
-    importance = as_importance(criterion, data=data, loss_fn=loss_fn, batches=batches)
+    importance = as_importance(criterion, data=data, loss_fn=loss_fn, batches=batches,
+                               batch_size=_validate.positive_int("batch_size", batch_size))
     return {"amount": amount, "args": args, "importance": importance, "round_to": round_to,
             "amounts": amounts, "ignored": ignored, "scope": scope, "kinds": kinds}
 
@@ -559,11 +561,13 @@ def zero_channels(model: nn.Module, selection: Selection) -> nn.Module:
 
 
 def structured_prune(model: nn.Module, amount: float, example_input, *, criterion="l1",
-                     data=None, loss_fn=None, batches: int = 1, round_to: int = 1) -> nn.Module:
+                     data=None, loss_fn=None, batches: int = 1, batch_size: int = 128,
+                     round_to: int = 1) -> nn.Module:
     """A new, physically smaller copy of ``model`` with ``round(amount * C)`` channels
     of every prunable group removed (``amount`` in [0, 1); ``criterion`` ``"l1"``,
     ``"l2"``, ``"taylor"``, ``"random"``, ``"bn_scale"`` or an
-    :class:`~kdlab.prune.Importance`; ``data``/``loss_fn``/``batches`` feed ``"taylor"``).
+    :class:`~kdlab.prune.Importance`; ``data``/``loss_fn``/``batches``/``batch_size``
+    feed ``"taylor"``).
 
     ``example_input`` is a batch the model accepts (only its shapes matter).
     ``round_to``: keep a multiple of this many channels in every group (vectorised
@@ -580,7 +584,7 @@ def structured_prune(model: nn.Module, amount: float, example_input, *, criterio
     (32, True)
     """
     selection = select_channels(model, amount, example_input, criterion=criterion, data=data,
-                                loss_fn=loss_fn, batches=batches, round_to=round_to)
+                                loss_fn=loss_fn, batches=batches, batch_size=batch_size, round_to=round_to)
     return remove_channels(model, selection)
 
 

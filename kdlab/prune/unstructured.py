@@ -45,6 +45,20 @@ def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return pruned
 
 
+def _check_previous(model: nn.Module, previous) -> None:
+    """``previous`` must be None or the masks of ``model`` itself."""
+    if previous is None:
+        return
+    if not isinstance(previous, PruningMasks):
+        raise TypeError(f"previous must be the PruningMasks of an earlier pruning of this model or None, "
+                        f"got {type(previous).__name__}")
+    if previous.model is not model:
+        raise ValueError(
+            f"previous holds the masks of another model (a {type(previous.model).__name__} at "
+            f"{id(previous.model):#x}), not of this {type(model).__name__} at {id(model):#x}; for a copy "
+            "of that model pass previous=masks.rebind(copy)")
+
+
 def masks_from_scores(model: nn.Module, scores: dict, amount: float, *, scope: str = "global",
                       previous: PruningMasks | None = None) -> PruningMasks:
     """Prune the ``round(amount * n)`` lowest ``scores`` (``{parameter name: tensor}``)
@@ -54,6 +68,7 @@ def masks_from_scores(model: nn.Module, scores: dict, amount: float, *, scope: s
     ``amount`` (a schedule) never revives a pruned weight."""
     amount = _validate.fraction("amount", amount)
     _validate.choice("scope", scope, SCOPES)
+    _check_previous(model, previous)
     flat = {}
     for name, s in scores.items():
         s = s.detach().flatten().float()
