@@ -145,33 +145,11 @@ class KDWeights:
         """The loss of a batch, given its rows of :attr:`weights`."""
         n = len(student_logits)
         if self.spread is not None:
-            loss = _WeightedLogSoftmax.apply(student_logits, self.spread, weights.view(n, -1, 3))
+            rows = torch.mm(student_logits, self.spread).view(n, -1, 3)
         else:
             rows = student_logits.unsqueeze(2) * self.scale
-            loss = torch.vdot(rows.log_softmax(1).view(-1), weights.view(-1))
+        loss = torch.vdot(rows.log_softmax(1).view(-1), weights.view(-1))
         return loss if n == self.batch_size else loss * (self.batch_size / n)
-
-
-class _WeightedLogSoftmax(torch.autograd.Function):
-    """``sum(W * log_softmax(z @ spread, over classes))`` as one autograd node.
-
-    The backward is written out, ``dL/drows = W - softmax(rows) * sum_c W``, then
-    ``dL/dz = dL/drows @ spread^T``: for a small student the per-node cost of
-    autograd (three nodes otherwise) is a visible part of a training step."""
-
-    @staticmethod
-    def forward(ctx, z, spread, weights):
-        log_p = torch.mm(z, spread).view(len(z), -1, 3).log_softmax(1)
-        ctx.save_for_backward(log_p, spread, weights)
-        return torch.vdot(log_p.view(-1), weights.reshape(-1))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        log_p, spread, weights = ctx.saved_tensors
-        grad_rows = torch.addcmul(weights, log_p.exp(), weights.sum(1, keepdim=True), value=-1.0)
-        grad_z = torch.mm(grad_rows.view(len(log_p), -1), spread.t())
-        return grad_z * grad, None, None
 
 
 # --------------------------------------------------------------------------- decoupled KD
