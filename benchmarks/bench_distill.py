@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from kdlab import data, evaluate, models, train
-from kdlab.distill import UNLABELLED, Distiller, TeacherCache, indexed_loader, transfer_targets
+from kdlab.distill import UNLABELLED, Distiller, TeacherCache, bias_shift_for_share, indexed_loader, transfer_targets
 from kdlab.distill.losses import kd_from_log_targets
 from kdlab.distill.targets import combine
 
@@ -126,18 +126,6 @@ def kd_gain(split, seeds, epochs, quick):
 
 # ---------------------------------------------------------------------------- 2. dark knowledge
 
-def bias_shift_from_prior(logits: torch.Tensor, cls: int, share: float) -> float:
-    """Smallest shift b of class ``cls``'s logit so that ``cls`` wins on ``share`` of the rows.
-
-    Class ``cls`` wins row i once b exceeds m_i = max_{j != cls} z_ij - z_i,cls, so b is a
-    quantile of m (found with ``torch.kthvalue``)."""
-    others = logits.clone()
-    others[:, cls] = -float("inf")
-    margin = others.max(1).values - logits[:, cls]
-    k = max(1, min(len(margin), round(share * len(margin))))
-    return torch.kthvalue(margin, k).values.item() + 1e-4
-
-
 def dark_knowledge(split, seeds, epochs, temperatures, cls=3, *, hidden=64, teacher_seed=None):
     """Students of width ``hidden`` distilled on a transfer set without class ``cls``;
     the teacher is the zoo's ``mlp-teacher`` of each seed (or of ``teacher_seed`` for all)."""
@@ -165,7 +153,7 @@ def dark_knowledge(split, seeds, epochs, temperatures, cls=3, *, hidden=64, teac
             m = distil(models.MLP(features, (hidden,), 10), teacher, transfer, epochs, s, temperature=T, alpha=1.0)
             out[T].append(share3(m))
             out_acc[T].append(evaluate.accuracy(m, split.test))
-            b = bias_shift_from_prior(evaluate.predict(m, split.x_train), cls, teacher_share)
+            b = bias_shift_for_share(evaluate.predict(m, split.x_train), cls, teacher_share)
             with torch.no_grad():
                 m.layers[-1].bias[cls] += b
             shifts[T].append(b)

@@ -9,7 +9,9 @@
 - :mod:`~kdlab.distill.distiller`  :class:`Distiller`, which trains a student through
   the one :func:`kdlab.train.fit` loop;
 - :mod:`~kdlab.distill.compare`    :func:`compare_with_alone`: KD against the same
-  student trained on its labels alone, at equal optimizer steps.
+  student trained on its labels alone, at equal optimizer steps;
+- :mod:`~kdlab.distill.omitted`    Hinton et al.'s omitted-class experiment
+  (:func:`omitted_class_run`) and its bias shift (:func:`bias_shift_for_share`).
 
 Every function that takes a temperature takes it by keyword, with the default
 :data:`DEFAULT_TEMPERATURE` (4.0).
@@ -25,6 +27,7 @@ from kdlab.distill.compare import Comparison, compare_with_alone
 from kdlab.distill.distiller import HINT_KINDS, LOSSES, Distiller, indexed_loader
 from kdlab.distill.losses import (DKDTerms, attention_map, attention_transfer_loss, dkd_loss, dkd_terms,
                                   hint_loss, kd_loss, make_regressor)
+from kdlab.distill.omitted import OmittedClassRun, bias_shift_for_share, omitted_class_run, without_class
 from kdlab.distill.targets import (DEFAULT_TEMPERATURE, MULTI_TEACHER_MODES, TeacherCache, constant_temperature,
                                    cosine_temperature, linear_temperature, multi_teacher_targets, soft_targets,
                                    transfer_targets)
@@ -37,4 +40,5 @@ __all__ = [
     "attention_transfer_loss",
     "Distiller", "indexed_loader", "LOSSES", "MULTI_TEACHER_MODES", "HINT_KINDS",
     "compare_with_alone", "Comparison",
+    "omitted_class_run", "OmittedClassRun", "bias_shift_for_share", "without_class",
 ]
