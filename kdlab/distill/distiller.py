@@ -192,6 +192,8 @@ class Distiller(Callback):
         are ``(x,)`` or ``(x, y)``, and ``(x, y, index)`` from :meth:`fit` with cached
         teacher logits, whose targets are looked up by index."""
         x = batch[0]
+        if self._kd_weights is not None:  # cached, fully labelled vanilla KD: one lookup, one loss
+            return self._kd_weights.loss(model(x), self._kd_weights.weights.index_select(0, batch[2]))
         y = batch[1] if len(batch) > 1 else None
         if self._cache is not None:
             targets = self._cache[batch[2]]
