@@ -3,7 +3,6 @@ allowed, raised before any work is done (not a raw Python or torch error, and
 never a silent wrong answer)."""
 import pytest
 import torch
-from torch import nn
 
 from kdlab import data, distill, evaluate, models, prune, train
 

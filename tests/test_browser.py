@@ -9,7 +9,6 @@ installed and this is not CI (CI installs it and must run this test).
 """
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket

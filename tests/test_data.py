@@ -199,7 +199,6 @@ def test_mnist_5k_ships_offline_with_a_stratified_three_way_split():
 
 
 def _write_idx(path, array, magic):
-    import gzip  # noqa: F401  (torchvision reads the plain files too)
     import struct
 
     with open(path, "wb") as f:

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from kdlab import data, distill, models, train
+from kdlab import distill, models, train
 
 pytestmark = pytest.mark.slow
 

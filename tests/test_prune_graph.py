@@ -9,19 +9,6 @@ from torch import nn
 from kdlab import models, prune
 
 
-def randomise(model, seed=0):
-    """Random BatchNorm statistics and scales, so zeroed channels are not trivially zero."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=gen))
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
-    return model.eval()
-
-
 def assert_exact(model, x, amount=0.5, **options):
     selection = prune.select_channels(model, amount, x, **options)
     small = prune.remove_channels(model, selection).eval()
@@ -135,20 +122,20 @@ IMAGES = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.mark.parametrize("make", [Depthwise, Grouped, Dense, NoStats], ids=lambda c: c.__name__)
-def test_conv_patterns_equal_the_zeroed_original(make):
+def test_conv_patterns_equal_the_zeroed_original(make, randomise_bn):
     torch.manual_seed(0)
-    model = randomise(make())
+    model = randomise_bn(make())
     selection, small = assert_exact(model, IMAGES)
     assert selection.removed_macs > 0.5
     assert [str(r) for g in prune.explain(model, IMAGES).frozen for r in g.reasons] == ["model output"]
 
 
-def test_depthwise_and_grouped_convs_keep_their_structure():
+def test_depthwise_and_grouped_convs_keep_their_structure(randomise_bn):
     torch.manual_seed(0)
-    small = prune.structured_prune(randomise(Depthwise()), 0.5, IMAGES)
+    small = prune.structured_prune(randomise_bn(Depthwise()), 0.5, IMAGES)
     assert small.dw[0].groups == small.dw[0].in_channels == small.dw[0].out_channels == 8
     assert small.expand[0].out_channels == 8 and small.se_up.out_channels == 8 and small.se_down.out_channels == 2
-    grouped = prune.structured_prune(randomise(Grouped()), 0.5, IMAGES)
+    grouped = prune.structured_prune(randomise_bn(Grouped()), 0.5, IMAGES)
     assert grouped.g[0].groups == 3 and grouped.g[0].in_channels == 6  # the same 2 of 4 go in every group
     assert grouped.fc.in_features == 3 * 64  # each kept channel brings its 8x8 inputs
 
@@ -265,9 +252,8 @@ CNN_X = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
 
 
 @pytest.fixture
-def cnn():
-    torch.manual_seed(0)
-    return randomise(models.create("cnn-teacher", input_shape=(1, 8, 8)))
+def cnn(bn_cnn):
+    return bn_cnn
 
 
 def widths(selection):

@@ -9,19 +9,6 @@ from torch.nn.utils import prune as torch_prune
 from kdlab import data, evaluate, models, prune
 
 
-def randomise_bn(model, seed=0):
-    """Non-trivial BatchNorm statistics, so equivalence checks mean something."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=gen))
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
-    return model.eval()
-
-
 def zero_removed(model, chosen):
     """The original model with the removed channels zeroed (producers and norms)."""
     model = copy.deepcopy(model)
@@ -38,9 +25,8 @@ def zero_removed(model, chosen):
 
 
 @pytest.fixture
-def cnn():
-    torch.manual_seed(0)
-    return randomise_bn(models.create("cnn-teacher", input_shape=(1, 8, 8)))
+def cnn(bn_cnn):
+    return bn_cnn
 
 
 X8 = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -100,7 +86,7 @@ def test_mlp_equals_original_with_neurons_zeroed():
 
 
 @pytest.mark.slow
-def test_resnet18_residual_channels_pruned_together():
+def test_resnet18_residual_channels_pruned_together(randomise_bn):
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     net = randomise_bn(torchvision.models.resnet18(weights=None, num_classes=10))

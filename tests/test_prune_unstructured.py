@@ -7,18 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from kdlab import data, models, prune
-
-
-@pytest.fixture
-def lenet():
-    torch.manual_seed(0)
-    return models.create("lenet-300-100")
-
-
-@pytest.fixture(scope="module")
-def split():
-    return data.load_digits()
+from kdlab import models, prune
 
 
 def linears(model):

@@ -894,8 +894,6 @@ def grade(paths, *, timeout: float = 120, jobs: int = 1, lesson: str | None = No
     running kernels, and :class:`SandboxUnavailable` when no sandbox can be made
     and ``unsafe_no_sandbox`` is false.
     """
-    from tqdm.auto import tqdm
-
     timeout = _validate.positive_float("timeout", timeout)
     jobs = _validate.positive_int("jobs", jobs)
     if lesson is not None:
