@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from kdlab import data, evaluate, models, train
-from kdlab.distill import UNLABELLED, Distiller, TeacherCache, bias_shift_for_share, indexed_loader, transfer_targets
+from kdlab.distill import (UNLABELLED, Distiller, TeacherCache, indexed_loader, omitted_class_run,
+                          transfer_targets)
 from kdlab.distill.losses import kd_from_log_targets
 from kdlab.distill.targets import combine
 
@@ -127,38 +128,35 @@ def kd_gain(split, seeds, epochs, quick):
 # ---------------------------------------------------------------------------- 2. dark knowledge
 
 def dark_knowledge(split, seeds, epochs, temperatures, cls=3, *, hidden=64, teacher_seed=None):
-    """Students of width ``hidden`` distilled on a transfer set without class ``cls``;
-    the teacher is the zoo's ``mlp-teacher`` of each seed (or of ``teacher_seed`` for all)."""
-    keep = split.y_train != cls
-    transfer = (split.x_train[keep], split.y_train[keep])
-    test_cls = split.y_test == cls
+    """Students of width ``hidden`` distilled on a transfer set without class ``cls``
+    (:func:`kdlab.distill.omitted_class_run`); the teacher is the zoo's ``mlp-teacher`` of each
+    seed (or of ``teacher_seed`` for all)."""
     out = {"hard": [], **{T: [] for T in temperatures}}
     out_bias = {T: [] for T in temperatures}
     out_acc = {"hard": [], **{T: [] for T in temperatures}}
     out_acc_bias = {T: [] for T in temperatures}
     shifts = {T: [] for T in temperatures}
-    share3 = lambda m: (evaluate.predict(m, split.x_test[test_cls]).argmax(1) == cls).float().mean().item()
+    share_cls = (split.y_test == cls).float().mean().item()
+    accuracy = lambda recognised, others: share_cls * recognised + (1 - share_cls) * others
     for s in seeds:
         teacher = models.pretrained("mlp-teacher", split.name, seed=s if teacher_seed is None else teacher_seed,
                                     data=split)
         # the teacher's share of class-3 predictions on the unlabelled training images sets the bias
         teacher_share = (evaluate.predict(teacher, split.x_train).argmax(1) == cls).float().mean().item()
-        torch.manual_seed(1000 + s)
+        recipe = dict(removed=cls, share=teacher_share, epochs=epochs, lr=3e-3, seed=s, progress=False)
         features = split.x_train[0].numel()
-        hard = fit_plain(models.MLP(features, (hidden,), 10), transfer, epochs, s)
-        out["hard"].append(share3(hard))
-        out_acc["hard"].append(evaluate.accuracy(hard, split.test))
+        torch.manual_seed(1000 + s)
+        hard = omitted_class_run(models.MLP(features, (hidden,), 10), None, split, **recipe)
+        out["hard"].append(hard.recognised)
+        out_acc["hard"].append(accuracy(hard.recognised, hard.others))
         for T in temperatures:
             torch.manual_seed(1000 + s)
-            m = distil(models.MLP(features, (hidden,), 10), teacher, transfer, epochs, s, temperature=T, alpha=1.0)
-            out[T].append(share3(m))
-            out_acc[T].append(evaluate.accuracy(m, split.test))
-            b = bias_shift_for_share(evaluate.predict(m, split.x_train), cls, teacher_share)
-            with torch.no_grad():
-                m.layers[-1].bias[cls] += b
-            shifts[T].append(b)
-            out_bias[T].append(share3(m))
-            out_acc_bias[T].append(evaluate.accuracy(m, split.test))
+            run = omitted_class_run(models.MLP(features, (hidden,), 10), teacher, split, temperature=T, **recipe)
+            out[T].append(run.recognised)
+            out_acc[T].append(accuracy(run.recognised, run.others))
+            shifts[T].append(run.shift)
+            out_bias[T].append(run.recognised_shifted)
+            out_acc_bias[T].append(accuracy(run.recognised_shifted, run.others_shifted))
     return out, out_bias, out_acc, out_acc_bias, shifts
 
 
