@@ -1004,14 +1004,7 @@ def _handle_mha(g: Graph, name: str, m: nn.MultiheadAttention, run, inputs, outp
     if m.in_proj_bias is not None:
         g.unify(g.member(f"{p}in_proj_bias", 0), (Seg(heads, hd, 3),), node)
         g.role(f"{p}in_proj_bias", 0, "out_bias")
-    out_w = f"{p}out_proj.weight"
-    g.unify(g.member(out_w, 1), (Seg(heads, hd),), node)
-    g.role(out_w, 1, "in")
-    g.role(out_w, 0, "out")
-    embed = g.member(out_w, 0)
-    if m.out_proj.bias is not None:
-        g.unify(g.member(f"{p}out_proj.bias", 0), embed, node)
-        g.role(f"{p}out_proj.bias", 0, "out_bias")
+    embed = _output_projection(g, f"{p}out_proj", m.out_proj.bias is not None, heads, hd, node)
     g.unify(query, embed, node)  # embed_dim is both the query width and heads * head_dim
     _attention_inputs(g, run, inputs, columns, node)
     g.unit_outputs(outputs, m.embed_dim, embed, "attention output positions")
@@ -1019,7 +1012,7 @@ def _handle_mha(g: Graph, name: str, m: nn.MultiheadAttention, run, inputs, outp
     tokens = _tokens(g, inputs, m.embed_dim)
     for w in columns:
         g.macs.append((tokens * m.get_parameter(w[len(p):]).numel(), [(w, 0), (w, 1)]))
-    g.macs.append((tokens * m.embed_dim * m.embed_dim, [(out_w, 0), (out_w, 1)]))
+    g.macs.append((tokens * m.embed_dim * m.embed_dim, [(f"{p}out_proj.weight", 0), (f"{p}out_proj.weight", 1)]))
 
 
 def _handle_coupled_attention(g: Graph, name: str, m, run, inputs, outputs) -> None:
@@ -1070,6 +1063,21 @@ def _handle_coupled_attention(g: Graph, name: str, m, run, inputs, outputs) -> N
     g.macs.append((tokens * dim * dim, [(f"{proj}.weight", 0), (f"{proj}.weight", 1)]))
 
 
+def _output_projection(g: Graph, name: str, has_bias: bool, heads, hd: int, node):
+    """The output projection ``name`` (a Linear's prefix) of an attention block: its input
+    columns are the heads' values, head by head; returns the member of its output rows
+    (the embedding), which its bias follows."""
+    weight = f"{name}.weight"
+    g.unify(g.member(weight, 1), (Seg(heads, hd),), node)
+    g.role(weight, 1, "in")
+    g.role(weight, 0, "out")
+    embed = g.member(weight, 0)
+    if has_bias:
+        g.unify(g.member(f"{name}.bias", 0), embed, node)
+        g.role(f"{name}.bias", 0, "out_bias")
+    return embed
+
+
 def _handle_kdlab_attention(g: Graph, name: str, m, run, inputs, outputs) -> None:
     node = run[0]
     p = f"{name}." if name else ""
@@ -1087,18 +1095,11 @@ def _handle_kdlab_attention(g: Graph, name: str, m, run, inputs, outputs) -> Non
         columns[w] = g.member(w, 1)
     for w in list(columns)[1:]:
         g.unify(columns[f"{p}q.weight"], columns[w], node)
-    out_w = f"{p}out.weight"
-    g.unify(g.member(out_w, 1), (Seg(heads, hd),), node)
-    g.role(out_w, 1, "in")
-    g.role(out_w, 0, "out")
-    embed = g.member(out_w, 0)
-    if m.out.bias is not None:
-        g.unify(g.member(f"{p}out.bias", 0), embed, node)
-        g.role(f"{p}out.bias", 0, "out_bias")
+    embed = _output_projection(g, f"{p}out", m.out.bias is not None, heads, hd, node)
     _attention_inputs(g, run, inputs, columns, node)
     g.unit_outputs(outputs, m.out.out_features, embed, "attention output positions")
     tokens = _tokens(g, inputs, m.q.in_features)
-    for w in [*columns, out_w]:
+    for w in [*columns, f"{p}out.weight"]:
         g.macs.append((tokens * g.modules[name].get_parameter(w[len(p):]).numel(), [(w, 0), (w, 1)]))
 
 

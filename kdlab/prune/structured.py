@@ -43,7 +43,7 @@ from torch import nn
 
 from kdlab import _validate
 from kdlab.prune.graph import Graph, HeadLink, example_args, groups_of
-from kdlab.prune.importance import CRITERIA, Importance, as_importance
+from kdlab.prune.importance import CRITERIA, Importance, _tensor, as_importance
 from kdlab.prune.layouts import INHERENT, Reason, Seg
 
 SCOPES = ("layer", "global")
@@ -429,13 +429,6 @@ def remove_channels(model: nn.Module, selection: Selection) -> nn.Module:
         selection.graph, selection.keep = retry.graph, retry.keep
         selection.macs_before, selection.macs_after = retry.macs_before, retry.macs_after
         return pruned
-
-
-def _tensor(model: nn.Module, name: str) -> torch.Tensor:
-    try:
-        return model.get_parameter(name)
-    except AttributeError:
-        return model.get_buffer(name)
 
 
 def _apply(model: nn.Module, selection: Selection) -> nn.Module:
