@@ -3,6 +3,7 @@
 - :mod:`~kdlab.prune.masks`         prunable weights, :class:`PruningMasks`, :func:`sparsity`
 - :mod:`~kdlab.prune.importance`    importance criteria shared by every kind of pruning
 - :mod:`~kdlab.prune.unstructured`  magnitude, threshold, random, Taylor and SNIP pruning
+- :mod:`~kdlab.prune.semistructured` N:M sparsity (2:4: what sparse tensor cores run)
 - :mod:`~kdlab.prune.schedules`     one-shot, iterative and AGP schedules (training callbacks)
 - :mod:`~kdlab.prune.regrow`        prune and regrow: a sparse mask that moves (SET, RigL)
 - :mod:`~kdlab.prune.graph`         channel groups tied together, found by ``torch.export``;
@@ -30,6 +31,7 @@ from kdlab.prune.importance import (BNScale, BNScalePenalty, Importance, Magnitu
 from kdlab.prune.masks import PruningMasks, SparsityLog, prunable_weights, sparsity
 from kdlab.prune.regrow import PruneRegrow, drop_and_grow
 from kdlab.prune.schedules import AGP, Iterative, OneShot, Schedule
+from kdlab.prune.semistructured import follows_nm, nm_mask, nm_prune
 from kdlab.prune.sensitivity import SensitivityScan, plot_sensitivity, sensitivity_scan
 from kdlab.prune.sparse_io import load_sparse, save_sparse, sparse_size_bytes
 from kdlab.prune.structured import (Selection, channel_scores, remove_channels, select_channels,
@@ -44,6 +46,7 @@ __all__ = [
     "Importance", "Magnitude", "Random", "Taylor", "Snip", "BNScale", "BNScalePenalty",
     "magnitude_prune", "threshold_prune", "std_threshold_prune", "random_prune",
     "gradient_prune", "gradient_scores", "masks_from_scores", "unstructured_prune",
+    "nm_mask", "nm_prune", "follows_nm",
     "Schedule", "OneShot", "Iterative", "AGP", "PruneRegrow", "drop_and_grow",
     "ChannelGroup", "channel_groups", "explain", "Explanation",
     "channel_scores", "select_channels", "remove_channels", "structured_prune", "zero_channels", "Selection",
