@@ -1,10 +1,13 @@
-"""Lesson 05 (KD vs pruning): what a pruned model costs to store and to run."""
+"""Lesson 05 (KD vs pruning): what a pruned model costs to store and to run, and the error
+of a low-rank factorisation."""
 from __future__ import annotations
 
 from functools import lru_cache
 
-from kdlab.grading.registry import ChoiceItem, NumberItem
-from kdlab.grading.shared import digits, flops_ratio_item, in_bytes, pruned, trained
+import torch
+
+from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
+from kdlab.grading.shared import digits, flops_ratio_item, in_bytes, integer, pruned, trained
 
 
 @lru_cache(maxsize=None)
@@ -15,6 +18,20 @@ def _kb() -> dict:
 
     model = pruned("lenet-300-100", 0.9)
     return {"sparse": prune.sparse_size_bytes(model) / 1000, "dense": evaluate.model_size_bytes(model) / 1000}
+
+
+def lowrank_error_reference(singular_values, rank):
+    """Eckart-Young: ``||W - W_r||_F = sqrt(sum_{i > r} s_i^2)`` for the best rank-``r``
+    approximation ``W_r`` (the truncated SVD that :func:`kdlab.lowrank.factorize_layer` builds)."""
+    return float(singular_values[rank:].double().pow(2).sum().sqrt())
+
+
+def _lowrank_case(generator):
+    """Singular values sorted descending (as ``torch.linalg.svdvals`` returns them), and a
+    rank that drops at least two of them."""
+    k = integer(generator, 4, 12)
+    s = torch.rand(k, generator=generator).mul(5).add(0.1).sort(descending=True).values
+    return s, integer(generator, 1, k - 2)
 
 
 ITEMS = [
@@ -44,5 +61,25 @@ ITEMS = [
         options=["pruned LeNet-300-100", "dense 32-unit student"], answer="dense 32-unit student",
         hints={"pruned LeNet-300-100": "evaluate both: prune a copy of the LeNet to 0.96 and compare "
                                        "with models.pretrained('mlp-student')"},
+    ),
+    FunctionItem(
+        "05.lowrank_error", points=1,
+        prompt="lowrank_error(singular_values, rank) -> float: the Frobenius error ||W - W_r||_F of the best "
+               "rank-`rank` approximation of a matrix W whose singular values (descending) are given.",
+        reference=lowrank_error_reference, inputs=_lowrank_case,
+        describe=lambda a: f"{len(a[0])} singular values, rank={a[1]}",
+        wrong=[
+            (lambda s, r: float(s[r:].double().pow(2).sum()),
+             "that is the squared error: take the square root of the sum of the dropped s_i^2"),
+            (lambda s, r: float(s[:r].double().pow(2).sum().sqrt()),
+             "you used the kept singular values; the error is made of the dropped ones, s_i for i > rank"),
+            (lambda s, r: float(s[r:].double().sum()),
+             "square each dropped singular value before summing (the Frobenius norm), then take the root"),
+            (lambda s, r: float(s[r]),
+             "that is the error in the spectral norm (the largest dropped value); the Frobenius error "
+             "adds all the dropped values, squared"),
+            (lambda s, r: float(s[r + 1:].double().pow(2).sum().sqrt()),
+             "off by one: keeping `rank` values drops s[rank:] with 0-based indexing"),
+        ],
     ),
 ]
