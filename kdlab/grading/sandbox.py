@@ -293,6 +293,12 @@ class Shared:
         package = Path(kdlab.__file__).resolve().parent
         self.package = package
         mounts = _system(_Mounts())
+        # the private, empty folders first: a later bind lands on top of them, so a Python
+        # environment or kdlab that lives under /tmp stays visible
+        mounts.tmpfs("/tmp", limits.disk)
+        mounts.tmpfs(HOME, limits.disk)
+        mounts.tmpfs("/dev/shm", limits.disk)
+        mounts.args += ["--remount-ro", "/dev"]
         pythons = _python_paths()
         for path in pythons:
             mounts.bind(path)
@@ -341,12 +347,7 @@ def kernel_argv(connection_file: str, extra: list) -> list:
 def sandboxed_command(shared: Shared, *, source: Path, ctl: Path, run: Path,
                       connection_file: str, extra: list) -> list:
     """The command that starts one kernel in its sandbox."""
-    disk = shared.limits.disk
     mounts = copy.deepcopy(shared.mounts)
-    mounts.tmpfs("/tmp", disk)
-    mounts.tmpfs(HOME, disk)
-    mounts.tmpfs("/dev/shm", disk)
-    mounts.args += ["--remount-ro", "/dev"]
     for folder in (f"{HOME}/.cache", f"{HOME}/.cache/kdlab", CACHE):
         mounts.folder(folder, "1777")
     for path in shared.models:
