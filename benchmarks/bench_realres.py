@@ -162,7 +162,7 @@ def main(argv=None) -> int:
               "every batch of the one seeded order and average gradients, which equals one process.", "",
               "| processes | seconds per epoch (median) |", "|---|---|", f"| 1 | {one:.2f} |", f"| 2 | {two:.2f} |", "",
               f"Largest difference of any final weight, 2 processes against 1: {diff:.2e}."]
-    goals.append(("DDP: 2 CPU processes end with the weights of 1 process (max |difference| < 1e-4)",
+    goals.append(("DDP: 2 CPU processes end with the weights of 1 process (max absolute difference < 1e-4)",
                   f"{diff:.1e}; {one:.2f} s vs {two:.2f} s per epoch", diff < 1e-4))
 
     table = ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
