@@ -5,7 +5,8 @@
   (:class:`TeacherCache`), temperature schedules;
 - :mod:`~kdlab.distill.losses`     the KD loss
   ``alpha * T^2 * KL(q_teacher || q_student) + (1 - alpha) * CE(z_student, y)``
-  (Hinton et al. 2015), decoupled KD, FitNets hints, attention transfer;
+  (Hinton et al. 2015), decoupled KD, FitNets hints, attention transfer, relational KD
+  (distances and angles within a batch);
 - :mod:`~kdlab.distill.distiller`  :class:`Distiller`, which trains a student through
   the one :func:`kdlab.train.fit` loop;
 - :mod:`~kdlab.distill.compare`    :func:`compare_with_alone`: KD against the same
@@ -26,7 +27,7 @@ from kdlab.data import UNLABELLED
 from kdlab.distill.compare import Comparison, compare_with_alone
 from kdlab.distill.distiller import HINT_KINDS, LOSSES, Distiller, indexed_loader
 from kdlab.distill.losses import (DKDTerms, attention_map, attention_transfer_loss, dkd_loss, dkd_terms,
-                                  hint_loss, kd_loss, make_regressor)
+                                  hint_loss, kd_loss, make_regressor, rkd_angle_loss, rkd_distance_loss, rkd_loss)
 from kdlab.distill.omitted import OmittedClassRun, bias_shift_for_share, omitted_class_run, without_class
 from kdlab.distill.targets import (DEFAULT_TEMPERATURE, MULTI_TEACHER_MODES, TeacherCache, constant_temperature,
                                    cosine_temperature, linear_temperature, multi_teacher_targets, soft_targets,
@@ -37,7 +38,7 @@ __all__ = [
     "soft_targets", "multi_teacher_targets", "transfer_targets", "TeacherCache",
     "constant_temperature", "linear_temperature", "cosine_temperature",
     "kd_loss", "DKDTerms", "dkd_terms", "dkd_loss", "make_regressor", "hint_loss", "attention_map",
-    "attention_transfer_loss",
+    "attention_transfer_loss", "rkd_distance_loss", "rkd_angle_loss", "rkd_loss",
     "Distiller", "indexed_loader", "LOSSES", "MULTI_TEACHER_MODES", "HINT_KINDS",
     "compare_with_alone", "Comparison",
     "omitted_class_run", "OmittedClassRun", "bias_shift_for_share", "without_class",

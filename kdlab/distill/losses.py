@@ -288,3 +288,65 @@ def attention_transfer_loss(student_features: torch.Tensor, teacher_features: to
         raise ValueError(f"student features {tuple(student_features.shape)} and teacher features "
                          f"{tuple(teacher_features.shape)} need the same batch and spatial size")
     return beta / 2 * (q_s - q_t).norm(dim=1).mean()
+
+
+# --------------------------------------------------------------------------- relational KD
+
+def _embeddings(student: torch.Tensor, teacher: torch.Tensor, least: int) -> tuple:
+    """Both as ``(N, D)`` float tensors (trailing dimensions flattened) of one batch."""
+    _validate.float_tensor("student", student, "student embeddings")
+    _validate.float_tensor("teacher", teacher, "teacher embeddings")
+    if student.ndim < 2 or teacher.ndim < 2:
+        raise ValueError(f"student and teacher must be batches of embeddings (N, D), got shapes "
+                         f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+    if len(student) != len(teacher):
+        raise ValueError(f"student and teacher must embed the same batch, got {len(student)} and {len(teacher)} "
+                         "examples")
+    if len(student) < least:
+        raise ValueError(f"relations need a batch of at least {least} examples, got {len(student)}")
+    return student.flatten(1), teacher.detach().flatten(1)
+
+
+def _distances(e: torch.Tensor) -> torch.Tensor:
+    """Pairwise Euclidean distances divided by their mean over the pairs i != j."""
+    d = torch.cdist(e, e)
+    off = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
+    return d / d[off].mean().clamp(min=1e-12)
+
+
+def _angles(e: torch.Tensor) -> torch.Tensor:
+    """``cos`` of the angle at ``e_j`` between ``e_i`` and ``e_k``, for every ``(j, i, k)``."""
+    diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), dim=2)  # diff[j, i] = (e_i - e_j) / ||e_i - e_j||
+    return torch.bmm(diff, diff.transpose(1, 2))
+
+
+def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Distance-wise relational KD (Park et al. 2019): the Huber loss (``delta = 1``,
+    smooth L1) between the student's and the teacher's pairwise distances, each
+    divided by its mean distance over the pairs of the batch; averaged over all
+    ``N^2`` pairs. Compares relations, not coordinates, so the two embedding widths
+    may differ. The teacher is not differentiated.
+
+    >>> e = torch.randn(5, 3)
+    >>> rkd_distance_loss(2 * e, e).item()   # a scaled copy keeps every relation
+    0.0
+    """
+    s, t = _embeddings(student, teacher, 2)
+    return F.smooth_l1_loss(_distances(s), _distances(t))
+
+
+def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Angle-wise relational KD (Park et al. 2019): the Huber loss (smooth L1) between
+    the cosines of the angles ``e_i e_j e_k`` the student and the teacher form, over
+    every triple of the batch (``N^3`` cosines, their mean). The teacher is not differentiated."""
+    s, t = _embeddings(student, teacher, 3)
+    return F.smooth_l1_loss(_angles(s), _angles(t))
+
+
+def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, *, distance_weight: float = 25.0,
+             angle_weight: float = 50.0) -> torch.Tensor:
+    """``distance_weight * rkd_distance_loss + angle_weight * rkd_angle_loss``, with the
+    weights Park et al. use (25 and 50)."""
+    distance_weight = _validate.positive_float("distance_weight", distance_weight, allow_zero=True)
+    angle_weight = _validate.positive_float("angle_weight", angle_weight, allow_zero=True)
+    return distance_weight * rkd_distance_loss(student, teacher) + angle_weight * rkd_angle_loss(student, teacher)
