@@ -37,12 +37,17 @@ from kdlab import _validate
 from kdlab.prune.masks import prunable_weights
 
 
-def rank_for_energy(singular_values: torch.Tensor, energy: float) -> int:
-    """The smallest ``r`` with ``sum_{i <= r} s_i^2 >= energy * sum_i s_i^2`` (``s`` sorted
-    descending, as ``torch.linalg.svdvals`` returns them)."""
+def _energy(energy) -> float:
     energy = _validate.fraction("energy", energy)
     if energy == 0:
         raise ValueError("energy must be in (0, 1], got 0")
+    return energy
+
+
+def rank_for_energy(singular_values: torch.Tensor, energy: float) -> int:
+    """The smallest ``r`` with ``sum_{i <= r} s_i^2 >= energy * sum_i s_i^2`` (``s`` sorted
+    descending, as ``torch.linalg.svdvals`` returns them)."""
+    energy = _energy(energy)
     power = singular_values.double() ** 2
     share = power.cumsum(0) / power.sum().clamp(min=1e-300)
     return min(int((share < energy - 1e-12).sum()) + 1, len(singular_values))
@@ -68,9 +73,7 @@ def _check_choice(rank, energy) -> None:
     if rank is not None:
         _validate.positive_int("rank", rank)
     else:
-        _validate.fraction("energy", energy)
-        if energy == 0:
-            raise ValueError("energy must be in (0, 1], got 0")
+        _energy(energy)
 
 
 def factorize_layer(layer: nn.Module, *, rank: int | None = None, energy: float | None = None) -> nn.Sequential:

@@ -206,8 +206,6 @@ class Distiller(Callback):
 
     def _loss(self, student_logits: torch.Tensor, targets: tuple, y) -> torch.Tensor:
         T = self.temperature
-        if self._kd_weights is not None:
-            return self._kd_weights.loss(student_logits, targets[0])
         teacher_logits, log_q = targets
         _same_classes(student_logits.shape[-1], log_q.shape[-1])
         if self.loss == "kd":

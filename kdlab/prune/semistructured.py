@@ -37,6 +37,11 @@ def _runs(t: torch.Tensor, m: int) -> torch.Tensor:
     return t.reshape(*t.shape[:-1], t.shape[-1] // m, m)
 
 
+def _width(t: torch.Tensor) -> int:
+    """The input dimension the runs go along: dimension 1 of a conv weight, the last of a Linear's."""
+    return t.shape[1] if t.ndim > 2 else t.shape[-1]
+
+
 def _unruns(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`_runs` for a mask of ``like``'s layout."""
     if like.ndim > 2:
@@ -65,7 +70,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if not isinstance(scores, torch.Tensor) or scores.ndim < 2:
         raise ValueError(f"scores must be a tensor of a Linear or conv weight's shape (2-D or more), got "
                          f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
-    width = scores.shape[1] if scores.ndim > 2 else scores.shape[-1]
+    width = _width(scores)
     if width % m:
         raise ValueError(f"the input dimension ({width}) must be a multiple of m={m}")
     runs = _runs(scores.detach().float(), m)
@@ -78,8 +83,7 @@ def follows_nm(weight: torch.Tensor, n: int, m: int) -> bool:
     """Whether every run of ``m`` weights along the input dimension holds at most ``n``
     non-zeros (the layout :func:`nm_mask` makes)."""
     n, m = _check_nm(n, m)
-    width = weight.shape[1] if weight.ndim > 2 else weight.shape[-1]
-    if weight.ndim < 2 or width % m:
+    if weight.ndim < 2 or _width(weight) % m:
         return False
     return bool(((_runs(weight.detach(), m) != 0).sum(-1) <= n).all())
 
@@ -101,7 +105,7 @@ def nm_prune(model: nn.Module, n: int = 2, m: int = 4, *, criterion: Importance 
                         f"got {type(criterion).__name__}")
     weights = prunable_weights(model, layers)
     for name, w in weights.items():
-        width = w.shape[1] if w.ndim > 2 else w.shape[-1]
+        width = _width(w)
         if width % m:
             raise ValueError(f"layer {name.removesuffix('.weight')!r} has an input width of {width}, not a multiple "
                              f"of m={m}; leave it out with layers=[...] or choose another m")
