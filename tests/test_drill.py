@@ -146,3 +146,96 @@ def test_widget_records_answers_and_counts_down(tmp_path):
     boxes = sorted(c["box"] for c in json.loads(record.read_text())["cards"].values())
     assert boxes == [1, 2]
     assert box._repr_mimebundle_()["text/plain"].startswith("The interview drill: run this cell")
+
+
+def _with_twins(path, answer="## 60 秒回答\n它们不同。", followups="## 追问\n- **为什么？** 因为。\n- **怎么做？** 这样做。"):
+    nb = nbformat.read(path, as_version=4)
+    for tag, text in (("interview-answer", answer), ("interview-followups", followups)):
+        if text is None:
+            continue
+        at = next(i for i, c in enumerate(nb.cells) if tag in c.metadata.get("tags", []))
+        cell = nbformat.v4.new_markdown_cell(text)
+        cell.metadata["tags"] = [tag + "-zh"]
+        nb.cells.insert(at + 1, cell)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_chinese_twins_give_each_card_its_chinese_side(tmp_path):
+    cards = drill.cards_from_notebook(_with_twins(_lesson(tmp_path)))
+    assert [c.id for c in cards] == ["05", "05.1", "05.2"]  # one id per card, whatever the language
+    assert cards[0].text("zh") == ("知识蒸馏和模型剪枝的区别是什么？", "它们不同。")
+    assert cards[2].text("zh") == ("怎么做？", "这样做。")
+    assert cards[2].text("en") == ("How?", "Like so.")
+    with pytest.raises(ValueError, match="language must be one of 'en', 'zh'; got 'fr'"):
+        cards[0].text("fr")
+
+
+def test_a_lesson_without_twins_falls_back_to_english(tmp_path):
+    card = drill.cards_from_notebook(_lesson(tmp_path))[1]
+    assert card.answer_zh == "" and card.text("zh") == ("Why?", "Because.")
+
+
+@pytest.mark.parametrize("twins, match", [
+    ({"followups": "## 追问\n- **为什么？** 因为。"}, "has 1 follow-ups, the English cell 2"),
+    ({"followups": None}, "exactly one markdown cell tagged 'interview-followups-zh', found 0"),
+])
+def test_twins_that_do_not_match_are_named(tmp_path, twins, match):
+    with pytest.raises(ValueError, match=match):
+        drill.cards_from_notebook(_with_twins(_lesson(tmp_path), **twins))
+
+
+def test_a_followup_answer_may_run_over_indented_lines(tmp_path):
+    cards = drill.cards_from_notebook(_lesson(tmp_path, followups="- **Why?** Because\n  it is.\n\nProse.\n- **How?** So."))
+    assert [(c.question, c.answer) for c in cards[1:]] == [("Why?", "Because it is."), ("How?", "So.")]
+
+
+@pytest.mark.parametrize("language, present, absent", [
+    ("en", ["How do KD and pruning differ?", "*知识蒸馏和模型剪枝的区别是什么？*", "**How?** Like so."], ["它们不同。"]),
+    ("zh", ["# 面试练习", "## 知识蒸馏和模型剪枝的区别是什么？", "它们不同。", "**怎么做？** 这样做。"], ["They differ."]),
+    ("both", ["They differ.", "它们不同。", "**How?** Like so.", "**怎么做？** 这样做。"], []),
+])
+def test_markdown_in_each_language(tmp_path, language, present, absent):
+    cards = drill.cards_from_notebook(_with_twins(_lesson(tmp_path)))
+    text = drill.export(tmp_path / "cards.md", cards, language=language).read_text(encoding="utf-8")
+    assert text.count("\n## ") == 1
+    for s in present:
+        assert s in text, s
+    for s in absent:
+        assert s not in text, s
+
+
+def test_the_language_is_checked_everywhere(tmp_path):
+    cards = drill.cards_from_notebook(_lesson(tmp_path))
+    for call in (lambda: drill.to_markdown(cards, language="cn"),
+                 lambda: drill.drill(cards, progress_path=tmp_path / "p.json", language="cn")):
+        with pytest.raises(ValueError, match="language must be one of 'en', 'zh', 'both'; got 'cn'"):
+            call()
+
+
+@pytest.mark.parametrize("mode", drill.MODES)
+def test_the_widget_switches_language_in_every_mode_and_keeps_one_record(tmp_path, monkeypatch, mode):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    cards = drill.cards_from_notebook(_with_twins(_lesson(tmp_path)))
+    record = tmp_path / "p.json"
+    box = drill.drill(cards, progress_path=record, seed=1, mode=mode, language="zh")
+    show, got, again = box.children[2].children
+    switch = box.children[3]
+    assert switch.value == "zh" and show.description == "显示答案"
+    shown.clear()
+    show.click()
+    assert any("\u4e00" <= ch <= "\u9fff" for text in shown for ch in text)
+    assert not any("They differ." in t or "Because." in t or "Like so." in t for t in shown)
+    shown.clear()
+    switch.value = "en"  # the answer stays revealed, now in English
+    assert show.description == "Show answer" and got.disabled is False
+    assert any(t in ("They differ.", "Because.", "Like so.") for t in shown)
+    shown.clear()
+    switch.value = "both"
+    assert len(shown) == 4  # the question and the answer, each in both languages
+    got.click()
+    ids = set(json.loads(record.read_text())["cards"])
+    assert ids <= {"05", "05.1", "05.2"} and len(ids) == 1  # the record knows cards by id only

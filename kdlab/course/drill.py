@@ -3,9 +3,14 @@
 Every lesson marks three markdown cells with tags: ``interview-question`` (the
 question, then its original title), ``interview-answer`` (the 60-second answer)
 and ``interview-followups`` (bullets of the form ``- **Question?** Answer.``).
-:func:`load_cards` reads those cells from the lesson notebooks, so the drill and
-the lessons cannot drift apart; :class:`Progress` keeps the learner's record of
-mastered cards in a local JSON file; :func:`drill` is the widget.
+Their Chinese twins, tagged ``interview-answer-zh`` and ``interview-followups-zh``,
+follow the English cells and say the same in 简体中文, with the same numbers and
+the terms of :func:`kdlab.course.glossary`; the Chinese question of the main card
+is the lesson's original title. :func:`load_cards` reads those cells from the
+lesson notebooks, so the drill and the lessons cannot drift apart; :class:`Progress`
+keeps the learner's record of mastered cards in a local JSON file, one record for
+both languages (a card has the same id in each); :func:`drill` is the widget, with
+a language switch (``"en"``, ``"zh"`` or ``"both"``).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from pathlib import Path
 import nbformat
 
 TAGS = ("interview-question", "interview-answer", "interview-followups")
+TAGS_ZH = ("interview-answer-zh", "interview-followups-zh")
+LANGUAGES = ("en", "zh", "both")
 FOLLOWUP = re.compile(r"^\s*[-*]\s+\*\*(?P<q>.+?)\*\*\s*(?P<a>.+)$")
 
 
@@ -31,6 +38,37 @@ class Card:
     question: str
     answer: str      # markdown
     original: str = ""  # the original (Chinese) title, for main questions
+    question_zh: str = ""  # the question in Chinese: the original title for a main question
+    answer_zh: str = ""    # the answer in Chinese; empty where the lesson has no Chinese twin yet
+
+    def text(self, language: str = "en") -> tuple:
+        """``(question, answer)`` in ``"en"`` or ``"zh"``; a card without a Chinese twin
+        falls back to English."""
+        from kdlab import _validate
+
+        _validate.choice("language", language, LANGUAGES[:2])
+        if language == "zh" and self.answer_zh:
+            return self.question_zh, self.answer_zh
+        return self.question, self.answer
+
+
+def _heading_stripped(source: str) -> str:
+    return re.sub(r"^##[^\n]*\n", "", source.strip()).strip()
+
+
+def _followups(cell) -> list:
+    """``[{"q": question, "a": answer}, ...]``; an answer may go on over indented lines."""
+    items, current = [], None
+    for line in cell.source.splitlines():
+        m = FOLLOWUP.match(line)
+        if m:
+            current = {"q": m["q"], "a": m["a"]}
+            items.append(current)
+        elif current is not None and line[:1].isspace() and line.strip():
+            current["a"] += " " + line.strip()
+        else:
+            current = None
+    return items
 
 
 def _tagged(nb, tag: str) -> list:
@@ -49,14 +87,28 @@ def cards_from_notebook(path) -> list:
     number = path.name[:2]
     question = re.sub(r"^#+\s*(\d+\s*[·.:-]\s*)?", "", lines[0]).strip()
     original = lines[1].lstrip("#* ").rstrip("*") if len(lines) > 1 else ""
-    answer = re.sub(r"^##[^\n]*\n", "", found["interview-answer"][0].source.strip()).strip()
-    cards = [Card(number, path.name, question, answer, original)]
-    followups = [FOLLOWUP.match(l) for l in found["interview-followups"][0].source.splitlines()]
-    for i, m in enumerate((m for m in followups if m), start=1):
-        cards.append(Card(f"{number}.{i}", path.name, m["q"].strip(), m["a"].strip()))
-    if len(cards) == 1:
+    answer = _heading_stripped(found["interview-answer"][0].source)
+    followups = _followups(found["interview-followups"][0])
+    if not followups:
         raise ValueError(f"{path.name}: the cell tagged 'interview-followups' has no bullet of the form "
                          f"'- **Question?** Answer.'")
+    # the Chinese twins are optional while a lesson is being translated, but never half there
+    zh = {tag: _tagged(nb, tag) for tag in TAGS_ZH}
+    if any(zh.values()):
+        for tag, cells in zh.items():
+            if len(cells) != 1:
+                raise ValueError(f"{path.name} must have exactly one markdown cell tagged {tag!r}, found {len(cells)}")
+        answer_zh = _heading_stripped(zh["interview-answer-zh"][0].source)
+        followups_zh = _followups(zh["interview-followups-zh"][0])
+        if len(followups_zh) != len(followups):
+            raise ValueError(f"{path.name}: the cell tagged 'interview-followups-zh' has {len(followups_zh)} "
+                             f"follow-ups, the English cell {len(followups)}; a card must be the same in both")
+    else:
+        answer_zh, followups_zh = "", [None] * len(followups)
+    cards = [Card(number, path.name, question, answer, original, original if answer_zh else "", answer_zh)]
+    for i, (m, z) in enumerate(zip(followups, followups_zh), start=1):
+        cards.append(Card(f"{number}.{i}", path.name, m["q"].strip(), m["a"].strip(),
+                          question_zh=z["q"].strip() if z else "", answer_zh=z["a"].strip() if z else ""))
     return cards
 
 
@@ -206,51 +258,99 @@ class Session:
                 f"box {self.progress.box(self.current.id)}/{BOXES} · {mastered}/{self.total} mastered")
 
 
-def to_markdown(cards: list | None = None) -> str:
-    """Every card as one markdown document, lesson by lesson, for print or offline study."""
+TITLES = {"en": "# Interview drill: every question and its answer", "zh": "# 面试练习：全部问题与回答",
+          "both": "# Interview drill: every question and its answer · 面试练习：全部问题与回答"}
+
+
+def _card_markdown(card: Card, language: str) -> list:
+    """The lines of one card; ``"both"`` gives the English text, then the Chinese."""
+    languages = ("en", "zh") if language == "both" else (language,)
+    if language == "both" and not card.answer_zh:
+        languages = ("en",)
+    out = []
+    for lang in languages:
+        question, answer = card.text(lang)
+        if "." not in card.id:
+            subtitle = card.original if lang == "en" and language != "both" else ""
+            out += [f"## {question}" + (f"  \n*{subtitle}*" if subtitle else "") if lang == languages[0]
+                    else f"### {question}", "", answer, ""]
+        else:
+            out += [f"**{question}** {answer}", ""]
+    return out
+
+
+def to_markdown(cards: list | None = None, *, language: str = "en") -> str:
+    """Every card as one markdown document, lesson by lesson, for print or offline study,
+    in ``language``: ``"en"``, ``"zh"`` or ``"both"`` (each card in English, then in Chinese)."""
+    from kdlab import _validate
+
+    _validate.choice("language", language, LANGUAGES)
     cards = load_cards() if cards is None else cards
-    out, lesson = ["# Interview drill: every question and its answer", ""], None
+    out = [TITLES[language], ""]
     for card in cards:
-        if card.lesson != lesson:
-            lesson = card.lesson
-            out += [f"## {card.question}" + (f"  \n*{card.original}*" if card.original else ""), "",
-                    card.answer, ""]
-            continue
-        out += [f"**{card.question}** {card.answer}", ""]
+        out += _card_markdown(card, language)
     return "\n".join(out).rstrip() + "\n"
 
 
-def export(path="interview_cards.md", cards: list | None = None) -> Path:
-    """Write :func:`to_markdown` to ``path`` (atomically) and return the path."""
+def export(path="interview_cards.md", cards: list | None = None, *, language: str = "en") -> Path:
+    """Write :func:`to_markdown` in ``language`` to ``path`` (atomically) and return the path."""
     path = Path(path).expanduser()
-    text = to_markdown(cards)
+    text = to_markdown(cards, language=language)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
+def _view(card: Card, language: str, reveal: bool) -> list:
+    """What the widget shows of ``card``: the question (both versions for ``"both"``), then
+    the answer(s) once revealed; each item is one markdown block."""
+    languages = ("en", "zh") if language == "both" and card.answer_zh else \
+        ("en",) if language == "both" else (language,)
+    questions, answers = [], []
+    for lang in languages:
+        question, answer = card.text(lang)
+        questions.append(f"### {question}")
+        answers.append(answer)
+    if language == "en" and card.original:
+        questions[0] += f"\n\n*{card.original}*"
+    return questions + (answers if reveal else [])
+
+
+BUTTONS = {"en": ("Show answer", "Got it ✓", "Again"), "zh": ("显示答案", "记住了 ✓", "再来一次"),
+           "both": ("Show answer · 显示答案", "Got it ✓ · 记住了", "Again · 再来一次")}
+
+
 def drill(cards: list | None = None, *, progress_path="interview_drill_progress.json", seed=None,
-          mode: str = "cards"):
+          mode: str = "cards", language: str = "en"):
     """The drill widget: a question, "Show answer", then "Got it" or "Again".
 
     Each call is one session of :class:`Session` over the cards due (``mode`` as in
-    :func:`order`); "Again" brings the card back three cards later.
+    :func:`order`); "Again" brings the card back three cards later. ``language`` is the
+    one shown first: ``"en"``, ``"zh"`` (简体中文) or ``"both"``; the toggle under the
+    buttons switches it at any time, in every mode, and the record is the same in each.
     """
     import ipywidgets as w
     from IPython.display import Markdown, display
 
+    from kdlab import _validate
     from kdlab.course.widgets import with_text
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _validate.choice("language", language, LANGUAGES)
     cards = load_cards() if cards is None else cards
     session = Session(cards, Progress(progress_path), mode=mode, seed=seed)
     header, body = w.HTML(), w.Output()
-    show, got, again = w.Button(description="Show answer"), w.Button(description="Got it ✓"), \
-        w.Button(description="Again")
+    show, got, again = w.Button(), w.Button(), w.Button()
+    switch = w.ToggleButtons(options=[("English", "en"), ("中文", "zh"), ("both · 双语", "both")],
+                             value=language, description="Language")
+    revealed = {"now": False}
 
     def render(reveal: bool = False):
+        revealed["now"] = reveal
+        lang = switch.value
+        show.description, got.description, again.description = BUTTONS[lang]
         body.clear_output()
         header.value = f"<b>{session.status()}</b>"
         card = session.current
@@ -259,9 +359,8 @@ def drill(cards: list | None = None, *, progress_path="interview_drill_progress.
                 b.disabled = True
             return
         with body:
-            display(Markdown(f"### {card.question}" + (f"\n\n*{card.original}*" if card.original else "")))
-            if reveal:
-                display(Markdown(card.answer))
+            for text in _view(card, lang, reveal):
+                display(Markdown(text))
         show.disabled, got.disabled, again.disabled = reveal, not reveal, not reveal
 
     def answer(correct):
@@ -271,6 +370,7 @@ def drill(cards: list | None = None, *, progress_path="interview_drill_progress.
     show.on_click(lambda _: render(reveal=True))
     got.on_click(lambda _: answer(True))
     again.on_click(lambda _: answer(False))
+    switch.observe(lambda _: render(reveal=revealed["now"]), names="value")
     render()
-    return with_text(w.VBox([header, body, w.HBox([show, got, again])]),
+    return with_text(w.VBox([header, body, w.HBox([show, got, again]), switch]),
                      "The interview drill: run this cell in JupyterLab to practise.")
