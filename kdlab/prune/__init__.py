@@ -2,10 +2,11 @@
 
 - :mod:`~kdlab.prune.masks`         prunable weights, :class:`PruningMasks`, :func:`sparsity`
 - :mod:`~kdlab.prune.importance`    importance criteria shared by every kind of pruning
-- :mod:`~kdlab.prune.unstructured`  magnitude, threshold, random, Taylor and SNIP pruning
+- :mod:`~kdlab.prune.unstructured`  magnitude, threshold, random, Taylor, SNIP, GraSP and SynFlow pruning
 - :mod:`~kdlab.prune.semistructured` N:M sparsity (2:4: what sparse tensor cores run)
 - :mod:`~kdlab.prune.schedules`     one-shot, iterative and AGP schedules (training callbacks)
 - :mod:`~kdlab.prune.regrow`        prune and regrow: a sparse mask that moves (SET, RigL)
+- :mod:`~kdlab.prune.lottery`       lottery tickets: iterative magnitude pruning with rewinding
 - :mod:`~kdlab.prune.graph`         channel groups tied together, found by ``torch.export``;
                                     :func:`explain` says what froze the others
 - :mod:`~kdlab.prune.structured`    channel, head and unit pruning into a new, smaller model
@@ -27,7 +28,9 @@ just work; structured pruning really removes channels.
 0.9
 """
 from kdlab.prune.graph import ChannelGroup, Explanation, channel_groups, explain
-from kdlab.prune.importance import (BNScale, BNScalePenalty, Importance, Magnitude, Random, Snip, Taylor)
+from kdlab.prune.importance import (BNScale, BNScalePenalty, GraSP, Importance, Magnitude, Random, Snip, SynFlow,
+                                   Taylor)
+from kdlab.prune.lottery import LotteryTicket, compounded_sparsity, lottery_ticket
 from kdlab.prune.masks import PruningMasks, SparsityLog, prunable_weights, sparsity
 from kdlab.prune.regrow import PruneRegrow, drop_and_grow
 from kdlab.prune.schedules import AGP, Iterative, OneShot, Schedule
@@ -43,11 +46,12 @@ from kdlab.prune.unstructured import (gradient_prune, gradient_scores, magnitude
 
 __all__ = [
     "PruningMasks", "prunable_weights", "sparsity", "SparsityLog",
-    "Importance", "Magnitude", "Random", "Taylor", "Snip", "BNScale", "BNScalePenalty",
+    "Importance", "Magnitude", "Random", "Taylor", "Snip", "GraSP", "SynFlow", "BNScale", "BNScalePenalty",
     "magnitude_prune", "threshold_prune", "std_threshold_prune", "random_prune",
     "gradient_prune", "gradient_scores", "masks_from_scores", "unstructured_prune",
     "nm_mask", "nm_prune", "follows_nm",
     "Schedule", "OneShot", "Iterative", "AGP", "PruneRegrow", "drop_and_grow",
+    "lottery_ticket", "LotteryTicket", "compounded_sparsity",
     "ChannelGroup", "channel_groups", "explain", "Explanation",
     "channel_scores", "select_channels", "remove_channels", "structured_prune", "zero_channels", "Selection",
     "save_sparse", "load_sparse", "sparse_size_bytes",

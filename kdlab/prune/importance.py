@@ -19,6 +19,10 @@ and recurrent units the columns of the layers that *read* them (their outgoing w
   weight (g * w)^2. For channels the producers' weights and biases and the norm
   scales and shifts after them count, for heads and units their outgoing weights.
 - :class:`Snip` (Lee et al. 2019): |g * w| / sum_k |g_k * w_k| with g summed over the batches.
+- :class:`GraSP` (Wang et al. 2020): w * (H g), H the Hessian of the loss and g its gradient
+  (the paper's score S = -w * (H g), whose highest values it removes, with the sign flipped).
+- :class:`SynFlow` (Tanaka et al. 2020): w * dR/dw with R = 1^T f(1) on the network with
+  every parameter replaced by its absolute value; needs no data.
 - :class:`BNScale` (network slimming, Liu et al. 2017): |gamma_j| of the BatchNorm
   after the channel; train with :class:`BNScalePenalty` (an L1 penalty on every
   BatchNorm scale) first so unimportant channels get scales near zero.
@@ -50,6 +54,15 @@ def batch_gradients(model: nn.Module, data, params: list, *, loss_fn=None, batch
     The model runs in eval mode (no dropout, BatchNorm statistics untouched) and gets
     its mode back afterwards; ``.grad`` fields are left alone (``torch.autograd.grad``).
     Every gradient criterion of kdlab (Taylor, SNIP, for weights, channels and units) uses it."""
+    for loss in batch_losses(model, data, params[0].device, loss_fn=loss_fn, batches=batches,
+                             batch_size=batch_size):
+        yield [g.detach() for g in torch.autograd.grad(loss, params)]
+
+
+def batch_losses(model: nn.Module, data, device, *, loss_fn=None, batches: int = 1, batch_size: int = 128):
+    """Yield ``loss_fn(model(x), y)`` (cross-entropy by default) for each of the first
+    ``batches`` batches of ``data``, with the model in eval mode (its mode is restored
+    afterwards); what :func:`batch_gradients` and :class:`GraSP` differentiate."""
     from kdlab.train import as_loader
 
     if data is None:
@@ -57,7 +70,6 @@ def batch_gradients(model: nn.Module, data, params: list, *, loss_fn=None, batch
     batches = _validate.positive_int("batches", batches)
     loader = as_loader(data, batch_size=batch_size, shuffle=False)
     loss_fn = loss_fn or F.cross_entropy
-    device = params[0].device
     was_training = model.training
     model.eval()
     try:
@@ -65,7 +77,7 @@ def batch_gradients(model: nn.Module, data, params: list, *, loss_fn=None, batch
             if i == batches:
                 break
             x, y = batch[0].to(device), batch[1].to(device)
-            yield [g.detach() for g in torch.autograd.grad(loss_fn(model(x), y), params)]
+            yield loss_fn(model(x), y)
     finally:
         model.train(was_training)
 
@@ -325,6 +337,120 @@ class Snip(_Gradient):
                    torch.zeros(g.channels)).cpu() for g, pairs in zip(groups, per_group)]
         total = sum(s.sum() for s in out).clamp(min=torch.finfo(torch.float32).tiny)
         return [s / total for s in out]
+
+
+class GraSP(_Gradient):
+    """Gradient Signal Preservation (Wang, Zhang & Grosse 2020), per weight:
+    score = w * (H g), g = sum over the batches of the gradient of the loss, H g the
+    Hessian-vector product sum over the batches of d(g . grad L_b)/dw (double backward).
+
+    Sign convention: the paper scores S(-w) = -w * (H g), the change of the gradient norm
+    g^T g when w is removed, and removes the weights with the **highest** S. Every kdlab
+    importance reads "larger = keep", so this returns -S = w * (H g): the lowest are removed,
+    the same weights the paper removes. The scores may be negative; they are not normalised.
+
+    ``temperature`` divides the logits before the loss (the authors' code uses 200 so that
+    the softmax of a random network does not saturate; 1 is the plain loss). H and g are
+    taken over the weights scored (the prunable weights), as in the paper.
+
+    >>> from kdlab import data, models, prune
+    >>> masks = prune.unstructured_prune(models.create("mlp-student"), 0.8, prune.GraSP(data.load_digits()))
+    """
+
+    def __init__(self, data, *, loss_fn=None, batches: int = 1, batch_size: int = 128, temperature: float = 1.0):
+        super().__init__(data, loss_fn=loss_fn, batches=batches, batch_size=batch_size)
+        self.temperature = _validate.positive_float("temperature", temperature)
+
+    def _losses(self, model, device):
+        loss_fn, t = self.loss_fn or F.cross_entropy, self.temperature
+        return batch_losses(model, self.data, device, loss_fn=lambda logits, y: loss_fn(logits / t, y),
+                            batches=self.batches, batch_size=self.batch_size)
+
+    def hessian_gradient(self, model, params: list) -> tuple:
+        """``(g, H g)`` for the weights ``params``, each a list of tensors of their shapes."""
+        device = params[0].device
+        g = [torch.zeros_like(p) for p in params]
+        for loss in self._losses(model, device):
+            for a, grad in zip(g, torch.autograd.grad(loss, params)):
+                a += grad
+        hg = [torch.zeros_like(p) for p in params]
+        for loss in self._losses(model, device):
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            z = sum((grad * v).sum() for grad, v in zip(grads, g))
+            for a, h in zip(hg, torch.autograd.grad(z, params)):
+                a += h.detach()
+        return g, hg
+
+    def weight_scores(self, model, weights):
+        params = list(weights.values())
+        _, hg = self.hessian_gradient(model, params)
+        return {n: w.detach() * h for (n, w), h in zip(weights.items(), hg)}
+
+    def __repr__(self) -> str:
+        return f"GraSP(batches={self.batches}, temperature={self.temperature:g})"
+
+
+class SynFlow(Importance):
+    """Iterative Synaptic Flow (Tanaka, Kunin, Yamins & Ganguli 2020), one round, no data:
+    run the model in float64 and eval mode (no dropout, BatchNorm on its running statistics)
+    with every parameter and buffer replaced by its absolute value, on an input of ones:
+    R = 1^T f(1); score each weight by |w| * dR/d|w| (>= 0; larger = keep). The model's own
+    values, signs and dtype are left as they were. A pruned (zero) weight scores 0.
+
+    The paper prunes in 100 rounds with the exponential schedule
+    s_k = 1 - (1 - amount)^(k / rounds), re-scoring the survivors each round, which is what
+    keeps a whole layer from being cut off at extreme sparsity (layer collapse):
+    ``prune.gradient_prune(model, amount, None, criterion="synflow", iterations=100)``.
+    One round of this object alone is single-shot SynFlow.
+
+    ``input_shape``: the shape of one example without the batch, e.g. ``(64,)`` or
+    ``(1, 8, 8)``; if None it is read from ``data`` (a Split, ``(x, y)`` or a DataLoader)
+    when given, else from the first prunable layer when that is an ``nn.Linear``.
+    Double precision keeps R finite in deep networks, where it grows as the product of
+    the layers' weight sums.
+
+    >>> from kdlab import models, prune
+    >>> masks = prune.unstructured_prune(models.create("mlp-student"), 0.8, prune.SynFlow())
+    """
+
+    def __init__(self, *, input_shape=None, data=None):
+        self.input_shape = None if input_shape is None else _validate.shape("input_shape", input_shape)
+        self.data = data
+
+    def _input_shape(self, model) -> tuple:
+        if self.input_shape is not None:
+            return self.input_shape
+        if self.data is not None:
+            from kdlab.train import as_loader
+
+            return tuple(next(iter(as_loader(self.data, batch_size=1, shuffle=False)))[0].shape[1:])
+        from kdlab.prune.masks import prunable_weights
+
+        first = dict(model.named_modules())[next(iter(prunable_weights(model))).rpartition(".")[0]]
+        if isinstance(first, nn.Linear):
+            return (first.in_features,)
+        raise ValueError(f"SynFlow needs input_shape for a model whose first prunable layer is a "
+                         f"{type(first).__name__}; pass input_shape=(channels, height, width) or data")
+
+    def weight_scores(self, model, weights):
+        shape = self._input_shape(model)
+        # the linearised network: |every parameter and buffer| in float64, swapped in by
+        # functional_call, so the model keeps its own values, signs and dtype
+        state = {n: t.detach().abs().double() if t.is_floating_point() else t
+                 for n, t in [*model.named_parameters(), *model.named_buffers()]}
+        params = [state[n].requires_grad_() for n in weights]
+        ones = torch.ones((1, *shape), dtype=torch.float64, device=params[0].device)
+        was_training = model.training
+        model.eval()
+        try:
+            r = torch.func.functional_call(model, state, (ones,)).sum()
+        finally:
+            model.train(was_training)
+        grads = torch.autograd.grad(r, params)
+        return {n: (p * g).detach() for n, p, g in zip(weights, params, grads)}
+
+    def __repr__(self) -> str:
+        return "SynFlow()" if self.input_shape is None else f"SynFlow(input_shape={self.input_shape})"
 
 
 class BNScale(Importance):

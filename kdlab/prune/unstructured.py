@@ -7,6 +7,9 @@ Criteria (higher score = more important), the objects of :mod:`kdlab.prune.impor
 - random     u ~ U(0, 1)              (the baseline every criterion must beat)
 - taylor     sum over batches (g*w)^2 (Molchanov et al. 2019, per weight)
 - snip       |g*w| / sum_k |g_k*w_k|  (Lee et al. 2019, on the summed gradient)
+- grasp      w * (H g)                (Wang et al. 2020; the paper's -S, see :class:`GraSP`)
+- synflow    w * dR/dw, R = 1^T f(1) on |parameters|, no data (Tanaka et al. 2020),
+             pruned in rounds with ``iterations`` (:func:`gradient_prune`)
 - your own:  any :class:`~kdlab.prune.Importance` with ``weight_scores``
   (:func:`unstructured_prune`)
 
@@ -26,11 +29,13 @@ import torch
 from torch import nn
 
 from kdlab import _validate
-from kdlab.prune.importance import Importance, Magnitude, Random, Snip, Taylor, batch_gradients  # noqa: F401
+from kdlab.prune.importance import (GraSP, Importance, Magnitude, Random, Snip, SynFlow, Taylor,  # noqa: F401
+                                    batch_gradients)
 from kdlab.prune.masks import PruningMasks, prunable_weights
 
 SCOPES = ("global", "layer")
-GRADIENT_CRITERIA = ("taylor", "snip")
+GRADIENT_CRITERIA = ("taylor", "snip", "grasp", "synflow")
+AT_INIT = ("grasp", "synflow")  # criteria meant for pruning at initialisation
 
 
 def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,13 +76,15 @@ def masks_from_scores(model: nn.Module, scores: dict, amount: float, *, scope: s
     _check_previous(model, previous)
     flat = {}
     for name, s in scores.items():
-        s = s.detach().flatten().float()
+        s = s.detach().flatten()
+        s = s if s.dtype == torch.float64 else s.float()  # SynFlow's float64 scores may not fit a float32
         if previous is not None and name in previous:
             s = s.masked_fill(~previous[name].flatten(), float("-inf"))
         flat[name] = s
     if scope == "global":
         sizes = [s.numel() for s in flat.values()]
-        pruned = _lowest(torch.cat(list(flat.values())), round(amount * sum(sizes))).split(sizes)
+        common = torch.float64 if any(f.dtype == torch.float64 for f in flat.values()) else torch.float32
+        pruned = _lowest(torch.cat([f.to(common) for f in flat.values()]), round(amount * sum(sizes))).split(sizes)
         pruned = dict(zip(flat, pruned))
     else:
         pruned = {n: _lowest(s, round(amount * s.numel())) for n, s in flat.items()}
@@ -169,44 +176,80 @@ def std_threshold_prune(model: nn.Module, quality: float, *, layers=None) -> Pru
                                 for n, w in weights.items()}).apply()
 
 
+def _gradient_importance(criterion: str, data, *, loss_fn, batches: int, batch_size: int,
+                         input_shape) -> Importance:
+    if criterion == "synflow":
+        return SynFlow(input_shape=input_shape, data=data)
+    if data is None:
+        raise ValueError(f"data is required for criterion={criterion!r}: it needs batches (x, y) to compute "
+                         "gradients (only 'synflow' works without data)")
+    cls = {"taylor": Taylor, "snip": Snip, "grasp": GraSP}[criterion]
+    return cls(data, loss_fn=loss_fn, batches=batches, batch_size=batch_size)
+
+
 def gradient_scores(model: nn.Module, data, *, criterion: str = "taylor", loss_fn=None,
-                    batches: int = 1, batch_size: int = 128, layers=None) -> dict:
-    """Per-weight importance from gradients of the loss on ``batches`` batches of ``data``.
+                    batches: int = 1, batch_size: int = 128, layers=None, input_shape=None) -> dict:
+    """Per-weight importance from gradients, on ``batches`` batches of ``data``
+    (higher = keep):
 
     - ``"taylor"``: sum over batches of (g_b * w)^2, g_b the batch gradient
       (:class:`~kdlab.prune.Taylor`).
     - ``"snip"``: |g * w| / sum_k |g_k * w_k| with g summed over the batches
       (the normalisation spans all the layers scored; :class:`~kdlab.prune.Snip`).
+    - ``"grasp"``: w * (H g), H the Hessian of the loss, g its gradient summed over the
+      batches (:class:`~kdlab.prune.GraSP`; the paper's score with its sign flipped).
+    - ``"synflow"``: w * dR/dw, R = 1^T f(1) of the network with every parameter replaced
+      by its absolute value, in float64; ``data`` may be None (it only gives the input
+      shape, else ``input_shape`` or the first Linear layer does; :class:`~kdlab.prune.SynFlow`).
 
     The model runs in eval mode (no dropout, BatchNorm statistics untouched) and its
     ``.grad`` fields are left alone (gradients come from ``torch.autograd.grad``).
     """
-    if data is None:
-        raise ValueError("data is required: gradient criteria need batches (x, y) to compute gradients")
     _validate.choice("criterion", criterion, GRADIENT_CRITERIA)
-    weights = prunable_weights(model, layers)
-    cls = Taylor if criterion == "taylor" else Snip
-    return cls(data, loss_fn=loss_fn, batches=batches, batch_size=batch_size).weight_scores(model, weights)
+    importance = _gradient_importance(criterion, data, loss_fn=loss_fn, batches=batches, batch_size=batch_size,
+                                      input_shape=input_shape)
+    return importance.weight_scores(model, prunable_weights(model, layers))
 
 
 def gradient_prune(model: nn.Module, amount: float, data, *, loss_fn=None, criterion: str = "taylor",
                    batches: int = 1, batch_size: int = 128, scope: str = "global", layers=None,
-                   previous: PruningMasks | None = None) -> PruningMasks:
+                   previous: PruningMasks | None = None, iterations: int | None = None,
+                   input_shape=None) -> PruningMasks:
     """Remove the fraction ``amount`` of prunable weights with the lowest
-    :func:`gradient_scores` (``criterion`` ``"taylor"`` or ``"snip"``).
+    :func:`gradient_scores` (``criterion`` ``"taylor"``, ``"snip"``, ``"grasp"`` or ``"synflow"``).
 
-    ``data``: a Split (its training part), ``(x, y)`` tensors or a DataLoader;
-    ``loss_fn(logits, y)`` defaults to cross-entropy.
+    ``data``: a Split (its training part), ``(x, y)`` tensors or a DataLoader (None is
+    allowed for ``"synflow"``, which needs no data); ``loss_fn(logits, y)`` defaults to
+    cross-entropy.
+
+    ``iterations`` (n): prune in n rounds, re-scoring the surviving weights before each, to the
+    sparsity s_k = 1 - (1 - amount)^(k / n) after round k (each round removes the same
+    fraction of the survivors; the last reaches ``amount`` exactly). The default is 100 for
+    ``"synflow"`` (Tanaka et al. 2020) and 1 (score once) for the others. ``"grasp"`` and
+    ``"synflow"`` prune at initialisation, so they take ``amount`` in [0, 1).
 
     >>> from kdlab import data, models, prune
     >>> split = data.load_digits()
     >>> masks = prune.gradient_prune(models.create("mlp-student"), 0.8, split, criterion="snip")
+    >>> masks = prune.gradient_prune(models.create("mlp-student"), 0.98, None, criterion="synflow")
+    >>> round(masks.sparsity, 2)
+    0.98
     """
-    if data is None:
-        raise ValueError("data is required: gradient_prune needs batches (x, y) to compute gradients")
     _validate.fraction("amount", amount)
     _validate.choice("criterion", criterion, GRADIENT_CRITERIA)
     _validate.choice("scope", scope, SCOPES)
-    scores = gradient_scores(model, data, criterion=criterion, loss_fn=loss_fn, batches=batches,
-                             batch_size=batch_size, layers=layers)
-    return masks_from_scores(model, scores, amount, scope=scope, previous=previous)
+    if criterion in AT_INIT and amount >= 1:
+        raise ValueError(f"amount must be in [0, 1) for criterion={criterion!r}, got {amount!r}: "
+                         "removing every weight leaves nothing to train")
+    iterations = (100 if criterion == "synflow" else 1) if iterations is None else iterations
+    iterations = _validate.positive_int("iterations", iterations)
+    _check_previous(model, previous)
+    importance = _gradient_importance(criterion, data, loss_fn=loss_fn, batches=batches, batch_size=batch_size,
+                                      input_shape=input_shape)
+    weights = prunable_weights(model, layers)
+    masks = previous
+    for k in range(1, iterations + 1):
+        target = amount if k == iterations else 1.0 - (1.0 - amount) ** (k / iterations)
+        masks = masks_from_scores(model, importance.weight_scores(model, weights), target, scope=scope,
+                                  previous=masks)
+    return masks
