@@ -189,3 +189,22 @@ def test_bad_input():
     with pytest.raises(ValueError):
         prune.gradient_prune(model, 1.0, None, criterion="synflow")
     assert torch.equal(before, model.layers[0].weight)  # nothing done before the error
+
+
+def test_shuffled_prune_keeps_each_layers_sparsity_and_moves_the_weights():
+    source, target = models.create("lenet-300-100"), models.create("lenet-300-100")
+    like = prune.gradient_prune(source, 0.95, None, criterion="synflow", iterations=10)
+    a = prune.shuffled_prune(target, like, seed=0)
+    for name, mask in like.items():
+        assert int(a[name].sum()) == int(mask.sum())
+        assert not torch.equal(a[name], mask)
+        assert torch.equal(target.get_parameter(name) == 0, ~a[name])  # applied
+    b = prune.shuffled_prune(models.create("lenet-300-100"), like, seed=0)
+    c = prune.shuffled_prune(models.create("lenet-300-100"), like, seed=1)
+    assert all(torch.equal(a[n], b[n]) for n in like) and not torch.equal(a["layers.0.weight"], c["layers.0.weight"])
+    with pytest.raises(TypeError, match="like must be the masks"):
+        prune.shuffled_prune(target, 0.9)
+    with pytest.raises(ValueError, match="matches no prunable weight"):
+        prune.shuffled_prune(models.create("mlp-student"), like)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        prune.shuffled_prune(target, like, seed=-1)

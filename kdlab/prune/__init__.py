@@ -42,13 +42,14 @@ from kdlab.prune.structured import (Selection, channel_scores, remove_channels, 
 from kdlab.prune.units import (PrunedEmbedding, embedding_row_scores, gru_unit_scores, head_scores,
                                prune_embedding_rows, prune_gru_units, prune_heads)
 from kdlab.prune.unstructured import (gradient_prune, gradient_scores, magnitude_prune, masks_from_scores,
-                                      random_prune, std_threshold_prune, threshold_prune, unstructured_prune)
+                                      random_prune, shuffled_prune, std_threshold_prune, threshold_prune,
+                                      unstructured_prune)
 
 __all__ = [
     "PruningMasks", "prunable_weights", "sparsity", "SparsityLog",
     "Importance", "Magnitude", "Random", "Taylor", "Snip", "GraSP", "SynFlow", "BNScale", "BNScalePenalty",
     "magnitude_prune", "threshold_prune", "std_threshold_prune", "random_prune",
-    "gradient_prune", "gradient_scores", "masks_from_scores", "unstructured_prune",
+    "gradient_prune", "gradient_scores", "masks_from_scores", "unstructured_prune", "shuffled_prune",
     "nm_mask", "nm_prune", "follows_nm",
     "Schedule", "OneShot", "Iterative", "AGP", "PruneRegrow", "drop_and_grow",
     "lottery_ticket", "LotteryTicket", "compounded_sparsity",

@@ -4,7 +4,8 @@ the lowest-scoring ones, keep the rest.
 Criteria (higher score = more important), the objects of :mod:`kdlab.prune.importance`:
 
 - magnitude  |w|                      (Han et al. 2015)
-- random     u ~ U(0, 1)              (the baseline every criterion must beat)
+- random     u ~ U(0, 1)              (the baseline every criterion must beat; :func:`shuffled_prune`
+             keeps another criterion's per-layer sparsity)
 - taylor     sum over batches (g*w)^2 (Molchanov et al. 2019, per weight)
 - snip       |g*w| / sum_k |g_k*w_k|  (Lee et al. 2019, on the summed gradient)
 - grasp      w * (H g)                (Wang et al. 2020; the paper's -S, see :class:`GraSP`)
@@ -149,6 +150,39 @@ def random_prune(model: nn.Module, amount: float, *, seed: int = 0, scope: str =
     weights = prunable_weights(model, layers)
     return masks_from_scores(model, Random(seed).weight_scores(model, weights), amount, scope=scope,
                              previous=previous)
+
+
+def shuffled_prune(model: nn.Module, like, *, seed: int = 0) -> PruningMasks:
+    """Random pruning with the per-layer sparsity of ``like`` (the masks of any criterion,
+    ``{parameter name: bool mask}`` of a model with the same layers): in each layer of
+    ``like`` exactly as many weights are removed, chosen at random (U(0, 1) scores from a
+    generator seeded with ``seed``). Frankle et al. (2021)'s ablation: if a criterion's
+    masks shuffled this way train as well, what the criterion decides is how sparse each
+    layer is, not which weights go.
+
+    >>> from kdlab import models, prune
+    >>> like = prune.magnitude_prune(models.create("mlp-student"), 0.8, scope="global")
+    >>> masks = prune.shuffled_prune(models.create("mlp-student"), like, seed=0)
+    >>> [int((~m).sum()) for m in masks.values()] == [int((~m).sum()) for m in like.values()]
+    True
+    """
+    from collections.abc import Mapping
+
+    if not isinstance(like, Mapping):
+        raise TypeError(f"like must be the masks of a pruning ({{parameter name: bool mask}}, e.g. a "
+                        f"PruningMasks), got {type(like).__name__}")
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    weights = prunable_weights(model)
+    gen = torch.Generator().manual_seed(seed)
+    masks = {}
+    for name, mask in like.items():
+        if name not in weights or tuple(weights[name].shape) != tuple(mask.shape):
+            shapes = {n: tuple(w.shape) for n, w in weights.items()}
+            raise ValueError(f"like has a mask {name!r} of shape {tuple(mask.shape)}, which matches no prunable "
+                             f"weight of the model; its prunable weights are {shapes}")
+        pruned = _lowest(torch.rand(mask.numel(), generator=gen), int((~mask.bool()).sum()))
+        masks[name] = ~pruned.view(mask.shape).to(weights[name].device)
+    return PruningMasks(model, masks).apply()
 
 
 def threshold_prune(model: nn.Module, threshold: float, *, layers=None) -> PruningMasks:
