@@ -23,13 +23,13 @@ from torch.utils.data import DataLoader
 from kdlab import _validate
 from kdlab.data import UNLABELLED, Split, make_loader
 from kdlab.distill.losses import (KDWeights, attention_transfer_loss, dkd_loss, hint_loss,
-                                  kd_from_log_targets, make_regressor)
+                                  kd_from_log_targets, make_regressor, rkd_loss)
 from kdlab.distill.targets import (DEFAULT_TEMPERATURE, MULTI_TEACHER_MODES, TeacherCache, _temperature,
                                    _weights, combine, constant_temperature, stack_teachers, teacher_list)
 from kdlab.train import Callback, TrainState, as_loader, fit, make_optimizer
 
 LOSSES = ("kd", "dkd")
-HINT_KINDS = ("hint", "attention")
+HINT_KINDS = ("hint", "attention", "relation")
 
 
 def _module(model: nn.Module, name: str, which: str) -> nn.Module:
@@ -89,12 +89,14 @@ class Distiller(Callback):
         multi_teacher_mode: ``"logits"`` or ``"probs"`` (probs needs ``loss="kd"``).
         hints: pairs ``(student module name, teacher module name)``; one teacher only.
         hint_kind: ``"hint"`` (FitNets, with a learned regressor when shapes differ,
-            trained with the student) or ``"attention"`` (attention transfer).
+            trained with the student), ``"attention"`` (attention transfer, the paper's
+            form with ``beta = 1``) or ``"relation"`` (relational KD, :func:`rkd_loss`
+            on the flattened features: distances and angles within the batch).
         hint_weight: weight >= 0 of the feature losses, or ``None`` (the default): each
             FitNets term divided by the number ``D`` of teacher feature values per
             example, i.e. half the mean squared error per value, so the term does not
             grow with the feature map (its sum over a CNN map swamps the KD loss);
-            attention-transfer terms, already normalised, with weight 1.
+            attention-transfer and relational terms, already normalised, with weight 1.
         dkd_alpha, dkd_beta: DKD's weights.
         dkd_warmup: epochs over which DKD's term ramps up linearly (Zhao et al. use 20);
             0 for none.
@@ -226,8 +228,10 @@ class Distiller(Callback):
             if self.hint_kind == "hint":
                 term = hint_loss(s, t, self.regressors[str(i)])
                 total = total + (term / t[0].numel() if self.hint_weight is None else term)
-            else:
+            elif self.hint_kind == "attention":
                 total = total + attention_transfer_loss(s, t)
+            else:
+                total = total + rkd_loss(s, t)
         return total if self.hint_weight is None else self.hint_weight * total
 
     # -- hooks and callbacks ------------------------------------------------

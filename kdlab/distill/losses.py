@@ -1,4 +1,5 @@
-"""Distillation losses: vanilla KD, decoupled KD, FitNets hints and attention transfer.
+"""Distillation losses: vanilla KD, decoupled KD, FitNets hints, attention transfer,
+label smoothing (KD from a uniform teacher) and relational KD.
 
 The vocabulary of Hinton, Vinyals & Dean (2015): with soft targets
 ``q = softmax(z / T)`` of the teacher's logits, the KD loss is
@@ -272,22 +273,80 @@ def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     return F.normalize(features.abs().pow(p).sum(1).flatten(1), dim=1)
 
 
+AT_FORMS = ("paper", "code")
+
+
 def attention_transfer_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, *,
-                            beta: float = 1.0, p: float = 2.0) -> torch.Tensor:
-    """Attention transfer: ``beta / 2 * 1/N sum_n ||Q_s/||Q_s|| - Q_t/||Q_t|| ||_2``
-    with ``Q`` from :func:`attention_map`. Channel counts may differ; the spatial
-    sizes must agree.
+                            beta: float = 1.0, p: float = 2.0, form: str = "paper") -> torch.Tensor:
+    """Attention transfer (Zagoruyko & Komodakis 2017) for one pair of layers, with
+    ``d_n = Q_s,n/||Q_s,n|| - Q_t,n/||Q_t,n||`` the difference of the two normalised
+    attention maps (:func:`attention_map`) of example ``n``:
+
+    - ``form="paper"``: ``beta / 2 * 1/N sum_n ||d_n||_2``, the paper's equation (2)
+      (a norm, not squared);
+    - ``form="code"``: ``beta / 2 * 1/(N * H * W) sum_n ||d_n||_2^2``, what the
+      authors' reference code computes (``at_loss``: the mean of the squared
+      differences over the batch and the ``H * W`` positions), with ``beta = 1000``
+      there. On a map of ``H * W`` positions that is a weight of ``beta / (2 * H * W)``
+      on the squared distance, so the code's ``beta`` does not carry over to the
+      paper's form, nor between map sizes.
+
+    Channel counts may differ; the batch and spatial sizes must agree.
 
     >>> a = torch.rand(2, 4, 3, 3)
     >>> attention_transfer_loss(a, 2 * a[:, :2]).item() >= 0
     True
     """
     beta = _validate.positive_float("beta", beta, allow_zero=True)
+    _validate.choice("form", form, AT_FORMS)
     q_s, q_t = attention_map(student_features, p), attention_map(teacher_features, p)
     if q_s.shape != q_t.shape:
         raise ValueError(f"student features {tuple(student_features.shape)} and teacher features "
                          f"{tuple(teacher_features.shape)} need the same batch and spatial size")
+    if form == "code":
+        return beta / 2 * (q_s - q_t).pow(2).mean()
     return beta / 2 * (q_s - q_t).norm(dim=1).mean()
+
+
+# --------------------------------------------------------------------------- label smoothing
+
+def smoothed_targets(targets: torch.Tensor, num_classes: int, *, epsilon: float,
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Label-smoothed targets ``(1 - epsilon) * onehot(y) + epsilon / C`` of shape ``(N, C)``
+    (Szegedy et al. 2016; the ``epsilon / C`` goes to every class, the true one too, as in
+    ``F.cross_entropy(..., label_smoothing=epsilon)``), in ``dtype`` (the default float type
+    when ``None``).
+
+    >>> smoothed_targets(torch.tensor([1]), 4, epsilon=0.2)
+    tensor([[0.0500, 0.8500, 0.0500, 0.0500]])
+    """
+    num_classes = _validate.positive_int("num_classes", num_classes)
+    epsilon = _validate.fraction("epsilon", epsilon)
+    y = _validate.class_indices("targets", targets, num_classes=num_classes)
+    onehot = F.one_hot(y, num_classes).to(dtype or torch.get_default_dtype())
+    return (1 - epsilon) * onehot + epsilon / num_classes
+
+
+def label_smoothing_loss(logits: torch.Tensor, targets: torch.Tensor, *, epsilon: float) -> torch.Tensor:
+    """Cross-entropy against :func:`smoothed_targets`: ``-1/N sum_n sum_c t_nc log p_nc``.
+
+    It is distillation from a uniform teacher: with ``u = 1/C`` in every class,
+    ``(1 - epsilon) * CE(z, y) + epsilon * CE(u, softmax(z))
+    = (1 - epsilon) * CE(z, y) + epsilon * KL(u || softmax(z)) + epsilon * log C``,
+    i.e. :func:`kd_loss` with ``T = 1``, ``alpha = epsilon`` and a teacher whose logits are
+    all equal, plus the constant ``epsilon * log C``. The teacher that label smoothing
+    imitates knows nothing about which wrong classes are close, which is what a real
+    teacher's soft targets carry (Müller, Kornblith & Hinton 2019).
+
+    >>> z, y = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0])
+    >>> round(label_smoothing_loss(z, y, epsilon=0.1).item(), 4)
+    0.3729
+    """
+    _validate.float_tensor("logits", logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (batch, classes), got {tuple(logits.shape)}")
+    t = smoothed_targets(_targets(targets, logits), logits.shape[1], epsilon=epsilon, dtype=logits.dtype)
+    return -(t * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 # --------------------------------------------------------------------------- relational KD
