@@ -330,3 +330,85 @@ def test_the_distiller_takes_relational_hints():
                                                                       teacher[1](teacher[0](x[:8])))
     d.remove_hooks()
     assert _v(loss) == pytest.approx(_v(want), rel=1e-5)
+
+
+# ------------------------------------------------------------------ sequences: a tiny char LM
+
+def _lm(seed, hidden=16):
+    from kdlab.models import CharLM
+
+    torch.manual_seed(seed)
+    return CharLM(7, embedding=8, hidden=hidden).eval()
+
+
+def test_the_char_lm_is_causal_and_its_stepping_equals_the_whole_pass():
+    lm = _lm(0)
+    x = torch.randint(0, 7, (2, 6), generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[:, 4:] = (changed[:, 4:] + 1) % 7
+    with torch.no_grad():
+        torch.testing.assert_close(lm(x)[:, :4], lm(changed)[:, :4])  # no position sees the future
+        first, state = lm.step(x[:, :3])
+        rest, _ = lm.step(x[:, 3:], state)
+        torch.testing.assert_close(torch.cat([first, rest], 1), lm(x))
+
+
+def test_greedy_sampling_and_sequence_kd_data_follow_the_argmax_written_out():
+    lm = _lm(1)
+    prompts = torch.tensor([[1, 2], [3, 0]])
+    seq = distill.sample(lm, prompts, 4, temperature=0)
+    want = prompts.clone()
+    with torch.no_grad():
+        for _ in range(4):  # re-run the whole prefix: no state involved
+            want = torch.cat([want, lm(want)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(seq, want)
+    x, y = distill.sequence_kd_data(lm, prompts, 4)
+    assert torch.equal(x, want[:, :-1]) and torch.equal(y, want[:, 1:])
+    a = distill.sample(lm, prompts, 5, temperature=1.0, seed=3)
+    assert torch.equal(a, distill.sample(lm, prompts, 5, temperature=1.0, seed=3))
+    assert torch.equal(a[:, :2], prompts)
+    with pytest.raises(ValueError, match="prompts must be token ids"):
+        distill.sample(lm, torch.zeros(2, 3), 4)
+
+
+def test_gkd_off_policy_with_beta_0_is_word_level_kd_and_on_policy_uses_the_students_text():
+    student, teacher = _lm(2), _lm(3, hidden=24)
+    x = torch.randint(0, 7, (3, 10), generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[:, 3:9] = True  # prompt of 4: positions 3..8 predict tokens 4..9
+    off = distill.GKDObjective(teacher, beta=0.0, on_policy=0.0, prompt_length=4)
+    with torch.no_grad():
+        want = distill.token_kl(student(x), teacher(x), mask=mask)
+    assert _v(off(student, (x, x))) == pytest.approx(_v(want), rel=1e-6)
+    mixed = distill.GKDObjective(teacher, beta=0.5, on_policy=0.0, prompt_length=4)
+    with torch.no_grad():
+        assert _v(mixed(student, (x, x))) == pytest.approx(
+            _v(distill.generalized_jsd(student(x), teacher(x), beta=0.5, mask=mask)), rel=1e-6)
+    on = distill.GKDObjective(teacher, beta=1.0, on_policy=1.0, prompt_length=4, seed=5)
+    text = on.text(student, x)
+    assert on.on_policy_batches == 1 and torch.equal(text[:, :4], x[:, :4]) and not torch.equal(text, x)
+    replay = distill.GKDObjective(teacher, beta=1.0, on_policy=1.0, prompt_length=4, seed=5)
+    loss = replay(student, (x, x))
+    with torch.no_grad():
+        assert _v(loss) == pytest.approx(_v(distill.token_kl(student(text), teacher(text), direction="reverse",
+                                                             mask=mask)), rel=1e-6)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None for p in student.parameters())
+    with pytest.raises(ValueError, match=r"on_policy must be in \[0, 1\], got 1.5"):
+        distill.GKDObjective(teacher, on_policy=1.5)
+
+
+def test_the_shipped_text_loads_and_splits():
+    from kdlab.data.text import load_text
+
+    corpus = load_text()
+    assert corpus.vocab_size < 64 and len(corpus.text) > 20_000
+    parts = [corpus.part(p) for p in ("train", "val", "test")]
+    assert "".join(parts) == corpus.text
+    x, y = corpus.windows("val", 50)
+    assert torch.equal(x[:, 1:], y[:, :-1]) and corpus.decode(x[0]) == corpus.part("val")[:50]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        corpus.encode("Ü")
+    with pytest.raises(ValueError, match="part must be one of 'train', 'val', 'test'; got 'dev'"):
+        corpus.part("dev")

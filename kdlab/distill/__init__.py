@@ -36,7 +36,8 @@ from kdlab.distill.chains import Generation, born_again, distill_chain
 from kdlab.distill.compare import Comparison, compare_with_alone
 from kdlab.distill.datafree import batchnorm_layers, bn_statistics_loss, deep_inversion, total_variation
 from kdlab.distill.distiller import HINT_KINDS, LOSSES, Distiller, indexed_loader
-from kdlab.distill.generative import generalized_jsd, token_kl
+from kdlab.distill.generative import (GKDObjective, generalized_jsd, lm_loss, lm_objective, sample,
+                                      sequence_kd_data, token_kl)
 from kdlab.distill.losses import (AT_FORMS, DKDTerms, attention_map, attention_transfer_loss, dkd_loss, dkd_terms,
                                   hint_loss, kd_loss, label_smoothing_loss, make_regressor, rkd_angle_loss,
                                   rkd_distance_loss, rkd_loss, smoothed_targets)
@@ -56,7 +57,7 @@ __all__ = [
     "Cohort", "mutual_learning", "mutual_learning_loss", "mutual_learning_objective",
     "Generation", "distill_chain", "born_again",
     "batchnorm_layers", "bn_statistics_loss", "total_variation", "deep_inversion",
-    "token_kl", "generalized_jsd",
+    "token_kl", "generalized_jsd", "lm_loss", "lm_objective", "sample", "sequence_kd_data", "GKDObjective",
     "Distiller", "indexed_loader", "LOSSES", "MULTI_TEACHER_MODES", "HINT_KINDS",
     "compare_with_alone", "Comparison",
     "omitted_class_run", "OmittedClassRun", "bias_shift_for_share", "without_class",

@@ -16,6 +16,8 @@ Sequences, tokens and recommendation (the tasks of :mod:`kdlab.data.tasks`):
 
 - :class:`GRUClassifier` - a GRU over a sequence (of vectors, or of token ids with
   ``vocab``), classified from its last hidden state;
+- :class:`CharLM` - a character-level GRU language model: next-character logits at
+  every position (the text of :mod:`kdlab.data.text`);
 - :class:`MultiHeadSelfAttention`, :class:`TransformerBlock` and
   :class:`TinyTransformer` - a small pre-norm transformer encoder with mean pooling;
 - :class:`EmbeddingRecommender` - user and item embeddings, a click predicted by an
@@ -257,6 +259,37 @@ class GRUClassifier(nn.Module):
             raise ValueError(f"input x has shape {tuple(x.shape)}; this GRU expects (N, L, {self.gru.input_size})")
         _, h = self.gru(x)
         return self.classifier(h[-1])
+
+
+class CharLM(nn.Module):
+    """A character-level language model: embedding, a GRU, and a linear layer giving
+    the logits of the next character at every position. ``forward(x)`` maps token ids
+    ``(N, L)`` to logits ``(N, L, vocab)``; position ``t`` sees only tokens ``<= t``.
+
+    >>> lm = CharLM(10, hidden=16)
+    >>> tuple(lm(torch.zeros(2, 5, dtype=torch.long)).shape)
+    (2, 5, 10)
+    """
+
+    def __init__(self, vocab: int, *, embedding: int = 32, hidden: int = 128, layers: int = 1):
+        super().__init__()
+        self.vocab = _validate.positive_int("vocab", vocab)
+        self.embed = nn.Embedding(self.vocab, _validate.positive_int("embedding", embedding))
+        self.gru = nn.GRU(embedding, _validate.positive_int("hidden", hidden),
+                          num_layers=_validate.positive_int("layers", layers), batch_first=True)
+        self.head = nn.Linear(hidden, self.vocab)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        return self.step(x, state)[0]
+
+    def step(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple:
+        """``(logits, state)``: the logits of ``x`` ``(N, L)`` continuing from the GRU
+        ``state`` (``None``: the start), and the state after it, for generation."""
+        if x.dtype != torch.long or x.ndim != 2:
+            raise ValueError(f"x must be token ids of shape (N, L) and dtype torch.long, got "
+                             f"{tuple(x.shape)} {x.dtype}")
+        out, state = self.gru(self.embed(x), state)
+        return self.head(out), state
 
 
 class MultiHeadSelfAttention(nn.Module):
