@@ -1,11 +1,12 @@
-"""Lesson 20 (recent research): SNIP's connection sensitivity and the DKD decomposition."""
+"""Lesson 20 (recent research): SNIP's connection sensitivity, the DKD decomposition and the
+sparsity of iterative (lottery-ticket) pruning."""
 from __future__ import annotations
 
 import torch
 
 from kdlab.grading.registry import ChoiceItem, FunctionItem
-from kdlab.grading.shared import integer
-from kdlab.prune import gradient_scores
+from kdlab.grading.shared import integer, uniform
+from kdlab.prune import compounded_sparsity, gradient_scores
 
 
 class _One(torch.nn.Module):
@@ -37,6 +38,10 @@ def _grad(weight, x, y):
     return w.grad
 
 
+def _imp_case(generator):
+    return round(uniform(generator, 0.05, 0.8), 3), integer(generator, 1, 10)
+
+
 ITEMS = [
     FunctionItem(
         "20.snip_saliency", points=2,
@@ -56,5 +61,22 @@ ITEMS = [
         options=["TCKD", "NCKD"], answer="NCKD",
         hints={"TCKD": "compute kdlab.distill.dkd_terms for a confident teacher and look at which "
                        "term the factor (1 - p_t) multiplies"},
+    ),
+    FunctionItem(
+        "20.imp_sparsity", points=1,
+        prompt="imp_sparsity(p, r) -> float: the sparsity after r rounds of lottery-ticket pruning, each "
+               "removing the fraction p of the weights that survived the round before.",
+        reference=compounded_sparsity, inputs=_imp_case,
+        describe=lambda a: f"p={a[0]}, r={a[1]}",
+        wrong=[
+            (lambda p, r: p * r, "each round removes p of what is left, not p of the original weights: "
+                                 "the kept fraction is multiplied by (1 - p) every round"),
+            (lambda p, r: min(p * r, 1.0), "each round removes p of what is left, not p of the original "
+                                           "weights: the kept fraction is multiplied by (1 - p) every round"),
+            (lambda p, r: (1 - p) ** r, "(1 - p)^r is the fraction kept; the sparsity is the fraction removed"),
+            (lambda p, r: 1 - p ** r, "the weights kept after a round are the fraction 1 - p, so raise "
+                                      "(1 - p) to the power r, not p"),
+            (lambda p, r: 1 - (1 - p) ** (r - 1), "off by one: after round 1 the sparsity is already p"),
+        ],
     ),
 ]
