@@ -2,7 +2,8 @@
 
 Starts the course the way a learner does (``kdlab lab DIR --no-browser --port P``),
 opens lesson 00 from the address it prints, runs lesson 02 and moves its
-temperature slider, answers an exercise wrong and then right, and stops
+temperature slider, answers an exercise wrong and then right, switches the interview
+drill (lesson 99) to 中文 and reveals an answer, and stops
 ``kdlab lab`` with Ctrl-C, which must leave no JupyterLab or kernel process behind.
 Drives Debian's Chromium with Playwright. Skipped only where no Chromium is
 installed and this is not CI (CI installs it and must run this test).
@@ -128,6 +129,48 @@ def _answer(page, cell_index, code):
     _wait_idle(page)
 
 
+def _drill_in_chinese(page, course):
+    """Lesson 99's drill: switch to 中文, show an answer, and find that card's Chinese
+    answer on the page (a card whose lesson has no Chinese twin yet is passed over)."""
+    from playwright.sync_api import expect
+
+    from kdlab.course import drill
+
+    lessons = Path(course["dir"]) / "course" / "lessons"
+    path = lessons / "99_interview_drill.ipynb"
+    cards = {c.question_zh: c for c in drill.load_cards(lessons) if c.answer_zh}
+    _open(page, course, "lessons/99_interview_drill.ipynb")
+    _run_all(page, sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells))
+    notebook = _visible(page)
+    notebook.locator(".widget-toggle-button", has_text="中文").first.click()
+    show = notebook.locator("button", has_text="显示答案").first
+    got = notebook.locator("button", has_text="记住了").first
+    heading = notebook.locator(".jp-OutputArea-output h3").first
+    expect(show).to_be_visible(timeout=30_000)
+    question = None
+    for _ in range(30):
+        deadline = time.time() + 5
+        while time.time() < deadline:  # the widget re-renders from the kernel: let it settle
+            question = heading.inner_text().strip() if heading.count() else None
+            if question in cards:
+                break
+            time.sleep(0.25)
+        if question in cards:
+            break
+        show.click()  # a card without a Chinese side yet: answer it, take the next one
+        expect(got).to_be_enabled(timeout=30_000)
+        got.click()
+        expect(heading).not_to_have_text(question or "", timeout=30_000)
+    assert question in cards, "no card of the drill had a Chinese side"
+    card = cards[question]
+    show.click()
+    phrase = re.search(r"[\u4e00-\u9fff][\u4e00-\u9fff，、：；]{5,}", card.answer_zh).group(0)
+    expect(notebook.locator(".jp-OutputArea-output", has_text=phrase).first).to_be_visible(timeout=30_000)
+    expect(got).to_be_enabled()
+    show.scroll_into_view_if_needed()
+    page.screenshot(path=str(course["dir"] / "drill_zh.png"), full_page=False)
+
+
 def test_first_hour_in_the_browser(course):
     from playwright.sync_api import expect, sync_playwright
 
@@ -185,5 +228,8 @@ def test_first_hour_in_the_browser(course):
             assert "True" not in verdict.first.inner_text()
             page.screenshot(path=str(course["dir"] / "exercise00.png"), full_page=False)
             assert (course["dir"] / "exercise00.png").stat().st_size > 10_000
+
+            # the interview drill in 中文: switch the language, reveal one answer
+            _drill_in_chinese(page, course)
         finally:
             browser.close()

@@ -182,7 +182,13 @@ def test_a_lesson_without_twins_falls_back_to_english(tmp_path):
 ])
 def test_twins_that_do_not_match_are_named(tmp_path, twins, match):
     with pytest.raises(ValueError, match=match):
-        drill.cards_from_notebook(_with_twins(_lesson(tmp_path), **twins))
+        drill.cards_from_notebook(_with_twins(_lesson(tmp_path), **twins), strict=True)
+
+
+def test_followups_out_of_step_show_in_english_outside_strict_mode(tmp_path):
+    cards = drill.cards_from_notebook(_with_twins(_lesson(tmp_path), followups="## 追问\n- **为什么？** 因为。"))
+    assert cards[0].answer_zh == "它们不同。"
+    assert [c.text("zh") for c in cards[1:]] == [("Why?", "Because."), ("How?", "Like so.")]
 
 
 def test_a_followup_answer_may_run_over_indented_lines(tmp_path):

@@ -60,7 +60,7 @@ def test_every_lesson_has_the_chinese_twin_of_each_interview_cell(path):
         assert twin[0][0] == english[0][0] + 1, f"{path.name}: the {kind} twin must follow its English cell"
         assert twin[0][1].source.lstrip().startswith("## "), f"{path.name}: the {kind} twin starts with a heading"
         assert re.search(r"[\u4e00-\u9fff]", twin[0][1].source), f"{path.name}: the {kind} twin is not Chinese"
-    cards = drill.cards_from_notebook(path)
+    cards = drill.cards_from_notebook(path, strict=True)
     for card in cards:
         assert card.question_zh and card.answer_zh, f"{path.name}: card {card.id} has no Chinese side"
     assert cards[0].question_zh == cards[0].original
