@@ -192,8 +192,10 @@ def test_followups_out_of_step_show_in_english_outside_strict_mode(tmp_path):
 
 
 def test_a_followup_answer_may_run_over_indented_lines(tmp_path):
-    cards = drill.cards_from_notebook(_lesson(tmp_path, followups="- **Why?** Because\n  it is.\n\nProse.\n- **How?** So."))
-    assert [(c.question, c.answer) for c in cards[1:]] == [("Why?", "Because it is."), ("How?", "So.")]
+    cards = drill.cards_from_notebook(_lesson(tmp_path, followups="- **Why?** Because\n  it is.\n\nProse.\n- **How?** So.\n"
+                                                                "- **Why does a long question\n  wrap?** It is long."))
+    assert [(c.question, c.answer) for c in cards[1:]] == [("Why?", "Because it is."), ("How?", "So."),
+                                                            ("Why does a long question wrap?", "It is long.")]
 
 
 @pytest.mark.parametrize("language, present, absent", [

@@ -57,18 +57,18 @@ def _heading_stripped(source: str) -> str:
 
 
 def _followups(cell) -> list:
-    """``[{"q": question, "a": answer}, ...]``; an answer may go on over indented lines."""
-    items, current = [], None
+    """``[{"q": question, "a": answer}, ...]``: each bullet with the indented lines that
+    continue it (a long question or answer may wrap), read as one line."""
+    bullets, current = [], None
     for line in cell.source.splitlines():
-        m = FOLLOWUP.match(line)
-        if m:
-            current = {"q": m["q"], "a": m["a"]}
-            items.append(current)
+        if re.match(r"^ ?[-*]\s", line):
+            current = [line.strip()]
+            bullets.append(current)
         elif current is not None and line[:1].isspace() and line.strip():
-            current["a"] += " " + line.strip()
+            current.append(line.strip())
         else:
             current = None
-    return items
+    return [{"q": m["q"], "a": m["a"]} for m in (FOLLOWUP.match(" ".join(b)) for b in bullets) if m]
 
 
 def _tagged(nb, tag: str) -> list:
