@@ -1,5 +1,6 @@
 """Lesson 04 (choosing a pruning strategy): Taylor and SNIP scores, the L1 filter
-score, reading a sensitivity scan, and matching the strategy to the hardware."""
+score, network slimming's penalty on the BatchNorm scales, reading a sensitivity scan,
+and matching the strategy to the hardware."""
 from __future__ import annotations
 
 import torch
@@ -59,6 +60,39 @@ def filter_l1_reference(weight):
     return channel_scores(conv, [ChannelGroup(producers=["0"], channels=weight.shape[0])], criterion="l1")[0]
 
 
+
+def _bn_model(generator):
+    """A conv-BN and linear-BN network (2 or 3 BatchNorm layers) with random scales and shifts,
+    and a penalty strength."""
+    c1, c2, h = integer(generator, 2, 8), integer(generator, 2, 8), integer(generator, 2, 8)
+    with torch.random.fork_rng(devices=[]):  # the learner's random state stays as it was
+        layers = [nn.Conv2d(1, c1, 3), nn.BatchNorm2d(c1), nn.ReLU(), nn.Conv2d(c1, c2, 3), nn.BatchNorm2d(c2),
+                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, h)]
+        if integer(generator, 0, 1):
+            layers += [nn.BatchNorm1d(h), nn.ReLU()]
+        model = nn.Sequential(*layers, nn.Linear(h, 3))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=generator))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator))
+    return model, 10.0 ** -integer(generator, 1, 4)
+
+
+def _bn(model):
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def slimming_penalty_reference(model, strength):
+    """Network slimming's sparsity term lambda * sum |gamma| over every BatchNorm scale of the
+    model: the penalty whose subgradient kdlab.prune.BNScalePenalty adds to the scales' gradients."""
+    return strength * sum(float(m.weight.detach().abs().sum()) for m in _bn(model))
+
+
+def _describe_bn(args) -> str:
+    model, strength = args
+    return f"a network with {len(_bn(model))} BatchNorm layers, strength={strength:g}"
+
 ITEMS = [
     FunctionItem(
         "04.taylor_scores", points=2,
@@ -101,6 +135,29 @@ ITEMS = [
         explain=lambda got, args: ("one score per OUTPUT filter: reduce over dims 1, 2, 3"
                                    if isinstance(got, torch.Tensor) and got.shape != args[0].shape[:1]
                                    else None),
+    ),
+    FunctionItem(
+        "04.slimming_penalty", points=1,
+        prompt="slimming_penalty(model, strength) -> float: network slimming's sparsity term, strength "
+               "* sum of |gamma| over the scales (weights) of EVERY BatchNorm layer of the model "
+               "(Liu et al. 2017).",
+        reference=slimming_penalty_reference, inputs=_bn_model, describe=_describe_bn, n_cases=10, atol=1e-9,
+        wrong=[
+            (lambda m, s: s * sum(float(b.weight.detach().abs().sum() + b.bias.detach().abs().sum()) for b in _bn(m)),
+             "only the scales gamma (bn.weight) are penalised, not the shifts beta (bn.bias): a channel "
+             "with gamma = 0 outputs the constant beta, which the next layer can absorb"),
+            (lambda m, s: s * sum(float((b.weight.detach() ** 2).sum()) for b in _bn(m)),
+             "that is an L2 penalty, which shrinks the scales without making them exactly small; "
+             "slimming uses the L1 norm, sum |gamma|"),
+            (lambda m, s: sum(float(b.weight.detach().abs().sum()) for b in _bn(m)),
+             "multiply by strength (lambda): the penalty is lambda * sum |gamma|"),
+            (lambda m, s: s * float(_bn(m)[-1].weight.detach().abs().sum()),
+             "sum over every BatchNorm layer of the model, not only the last one"),
+            (lambda m, s: s * sum(float(b.weight.detach().sum()) for b in _bn(m)),
+             "take |gamma|: a large negative scale is as important as a large positive one"),
+            (lambda m, s: s * float(torch.cat([b.weight.detach().abs() for b in _bn(m)]).mean()),
+             "sum |gamma|, do not average it"),
+        ],
     ),
     ChoiceItem(
         "04.most_sensitive", points=1,
