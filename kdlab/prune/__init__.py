@@ -7,6 +7,7 @@
 - :mod:`~kdlab.prune.schedules`     one-shot, iterative and AGP schedules (training callbacks)
 - :mod:`~kdlab.prune.regrow`        prune and regrow: a sparse mask that moves (SET, RigL)
 - :mod:`~kdlab.prune.lottery`       lottery tickets: iterative magnitude pruning with rewinding
+- :mod:`~kdlab.prune.movement`      movement pruning: scores -sum W * dL/dW gathered while fine-tuning
 - :mod:`~kdlab.prune.graph`         channel groups tied together, found by ``torch.export``;
                                     :func:`explain` says what froze the others
 - :mod:`~kdlab.prune.structured`    channel, head and unit pruning into a new, smaller model
@@ -32,6 +33,7 @@ from kdlab.prune.importance import (BNScale, BNScalePenalty, GraSP, Importance, 
                                    Taylor)
 from kdlab.prune.lottery import LotteryTicket, compounded_sparsity, lottery_ticket
 from kdlab.prune.masks import PruningMasks, SparsityLog, prunable_weights, sparsity
+from kdlab.prune.movement import MovementScores
 from kdlab.prune.regrow import PruneRegrow, drop_and_grow
 from kdlab.prune.schedules import AGP, Iterative, OneShot, Schedule
 from kdlab.prune.semistructured import follows_nm, nm_mask, nm_prune
@@ -52,7 +54,7 @@ __all__ = [
     "gradient_prune", "gradient_scores", "masks_from_scores", "unstructured_prune", "shuffled_prune",
     "nm_mask", "nm_prune", "follows_nm",
     "Schedule", "OneShot", "Iterative", "AGP", "PruneRegrow", "drop_and_grow",
-    "lottery_ticket", "LotteryTicket", "compounded_sparsity",
+    "lottery_ticket", "LotteryTicket", "compounded_sparsity", "MovementScores",
     "ChannelGroup", "channel_groups", "explain", "Explanation",
     "channel_scores", "select_channels", "remove_channels", "structured_prune", "zero_channels", "Selection",
     "save_sparse", "load_sparse", "sparse_size_bytes",
