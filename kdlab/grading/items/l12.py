@@ -1,6 +1,9 @@
-"""Lesson 12 (pruning in practice): the AGP and iterative schedules, and reading the
-budget and schedule experiments (run on the validation part)."""
+"""Lesson 12 (pruning in practice): the AGP and iterative schedules, reading the budget and
+schedule experiments (run on the validation part), and one round of SynFlow scores."""
 from __future__ import annotations
+
+import torch
+from torch import nn
 
 from kdlab.grading.registry import ChoiceItem, FunctionItem, SetItem
 from kdlab.grading.shared import agp_item, fraction, integer
@@ -30,6 +33,61 @@ def _iterative_uncapped(step, final, n_steps, every, start):
 
 def _describe(names):
     return lambda args: ", ".join(f"{n}={v}" for n, v in zip(names, args))
+
+
+
+def _mlp(weights) -> nn.Sequential:
+    """The bias-free ReLU MLP whose Linear layers hold ``weights`` (each ``(out, in)``)."""
+    layers = []
+    for i, w in enumerate(weights):
+        linear = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        with torch.no_grad():
+            linear.weight.copy_(w)
+        layers += [linear] + ([nn.ReLU()] if i < len(weights) - 1 else [])
+    return nn.Sequential(*layers)
+
+
+def synflow_reference(weights, x):
+    """kdlab.prune.SynFlow's scores (one round) of the MLP of ``weights``; ``x`` is not used."""
+    from kdlab.prune import SynFlow, prunable_weights
+
+    net = _mlp(weights)
+    return list(SynFlow().weight_scores(net, prunable_weights(net)).values())
+
+
+def _synflow_case(generator):
+    sizes = [integer(generator, 2, 6) for _ in range(integer(generator, 3, 4))]
+    weights = [torch.randn(out, width, generator=generator) for width, out in zip(sizes, sizes[1:])]
+    return weights, torch.rand(integer(generator, 2, 5), sizes[0], generator=generator)
+
+
+def _flow_gradients(weights, x, *, absolute=True):
+    """(|W| or W, dR/dW) for R = sum of the MLP's outputs on the inputs ``x``."""
+    params = [(w.abs() if absolute else w).double().requires_grad_() for w in weights]
+    h = x.double()
+    for i, w in enumerate(params):
+        h = h @ w.T
+        if i < len(params) - 1:
+            h = torch.relu(h)
+    return params, torch.autograd.grad(h.sum(), params)
+
+
+def _synflow_signed(weights, x):
+    params, grads = _flow_gradients(weights, torch.ones(1, weights[0].shape[1]), absolute=False)
+    return [(w * g).detach() for w, g in zip(params, grads)]
+
+
+def _synflow_on_data(weights, x):
+    params, grads = _flow_gradients(weights, x)
+    return [(w * g).detach() for w, g in zip(params, grads)]
+
+
+def _synflow_gradient_only(weights, x):
+    return list(_flow_gradients(weights, torch.ones(1, weights[0].shape[1]))[1])
+
+
+def _synflow_negated(weights, x):
+    return [-s for s in synflow_reference(weights, x)]
 
 
 ITEMS = [
@@ -68,5 +126,22 @@ ITEMS = [
                                          "97% removes 89% of the weights still left; compare with one-shot",
                "iterative, geometric": "compare the geometric rounds' final accuracy with one-shot's",
                "gradual cubic (AGP)": "compare AGP's final accuracy with one-shot's"},
+    ),
+    FunctionItem(
+        "12.synflow_scores", points=2,
+        prompt="synflow_scores(weights, x) -> list of tensors: one round of SynFlow scores for the "
+               "bias-free ReLU MLP h -> W_L relu(... relu(W_1 h)) given as its weight matrices (each out x in). "
+               "Replace every weight by its absolute value, feed ONE input of ones, R = sum of the outputs, "
+               "score = |W| * dR/d|W| for each matrix. x is a batch of data that SynFlow does not need.",
+        reference=synflow_reference, inputs=_synflow_case,
+        describe=lambda a: f"weights of shapes {[tuple(w.shape) for w in a[0]]}",
+        wrong=[
+            (_synflow_signed, "replace every weight by its absolute value first: with signed weights the "
+                              "ReLUs cut paths and the flow R is no longer a sum of positive path products"),
+            (_synflow_on_data, "SynFlow is data-free: feed one input of ones, not the batch x"),
+            (_synflow_gradient_only, "the score is the weight times the gradient, |W| * dR/d|W|, not the "
+                                     "gradient alone"),
+            (_synflow_negated, "the scores of SynFlow are >= 0 (larger = keep): you flipped the sign"),
+        ],
     ),
 ]
