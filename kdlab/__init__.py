@@ -13,7 +13,8 @@ The library, in the order the course teaches it (one idea per module):
   student alone
 - :mod:`kdlab.prune`     unstructured and structured pruning, masks, schedules,
   prune-and-regrow (a sparse mask that moves: SET, RigL)
-- :mod:`kdlab.quantize`  post-training int8 quantization and its size on disk
+- :mod:`kdlab.quantize`  int8 quantization (dynamic, static with calibration, quantization-aware
+  training), weight-only int4, and the size on disk
 - :mod:`kdlab.lowrank`   low-rank factorisation of Linear and conv layers (truncated SVD)
 - :mod:`kdlab.pipeline`  distillation and pruning combined; prune, fine-tune, evaluate
 - :mod:`kdlab.deploy`    export with ``torch.export``, prune to a latency budget
