@@ -1,4 +1,5 @@
-"""The reference of the graded item 04.slimming_penalty agrees with what kdlab.prune trains with."""
+"""The references of the graded items 04.slimming_penalty and 10.movement_scores agree with
+what kdlab.prune trains with and with their formulas written out."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -43,3 +44,17 @@ def test_slimming_penalty_hints():
     assert "strength" in item._hint(cases, no_strength)
     last_only = [s * float(bns(m)[-1].weight.detach().abs().sum()) for m, s in cases]
     assert "every BatchNorm" in item._hint(cases, last_only)
+
+
+def test_movement_scores_reference_is_the_formula():
+    item = registry.all_items()["10.movement_scores"]
+    for weights, grads in item.cases(2):
+        expected = torch.zeros_like(weights[0])
+        for w, g in zip(weights, grads):
+            expected -= w * g
+        assert torch.allclose(item.reference(weights, grads), expected, atol=1e-6)
+    cases = item.cases(0)
+    assert item._hint(cases, [-(w * g).sum(0) for w, g in cases]) is None
+    assert "sign" in item._hint(cases, [(w * g).sum(0) for w, g in cases])
+    assert "every step" in item._hint(cases, [-(w[-1] * g[-1]) for w, g in cases])
+    assert "|G|" in item._hint(cases, [-(w * g.abs()).sum(0) for w, g in cases])

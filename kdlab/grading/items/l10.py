@@ -1,9 +1,13 @@
 """Lesson 10 (where pruning applies): what filter pruning does to FLOPs, what
-unstructured pruning does to latency, and when pruning regularises."""
+unstructured pruning does to latency, when pruning regularises, and movement scores."""
 from __future__ import annotations
 
-from kdlab.grading.registry import ChoiceItem
-from kdlab.grading.shared import digits, flops_ratio_item, trained
+from types import SimpleNamespace
+
+import torch
+
+from kdlab.grading.registry import ChoiceItem, FunctionItem
+from kdlab.grading.shared import digits, flops_ratio_item, integer, trained
 
 
 def _cnns():
@@ -12,6 +16,30 @@ def _cnns():
 
     cnn, example = trained("cnn-teacher", flat=False), digits(flat=False).x_test[:1]
     return structured_prune(cnn, 0.7, example), cnn, example
+
+
+def _steps(generator):
+    """A layer's weights W_t and gradients G_t at T fine-tuning steps, stacked: (T, out, in) each."""
+    shape = (integer(generator, 2, 6), integer(generator, 1, 4), integer(generator, 1, 5))
+    return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+
+
+def movement_reference(weights, grads):
+    """The scores kdlab.prune.MovementScores accumulates when the optimizer steps with these
+    weights and gradients (an optimizer with lr 0, so each step's weights are set by hand)."""
+    from kdlab.prune import MovementScores
+
+    layer = torch.nn.Linear(weights.shape[2], weights.shape[1], bias=False)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.0)
+    movement = MovementScores()
+    movement.on_train_start(SimpleNamespace(model=layer, optimizer=optimizer))
+    for w, g in zip(weights, grads):
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        layer.weight.grad = g.clone()
+        optimizer.step()
+    movement.on_train_end(None)
+    return movement.scores["weight"]
 
 
 ITEMS = [
@@ -41,5 +69,25 @@ ITEMS = [
         hints={"clean labels": "with clean labels the 80%-sparse model was slightly worse on average",
                "both": "compare the clean-label means: no gain there",
                "neither": "compare the noisy-label means at sparsity 0 and 0.8, seed by seed"},
+    ),
+    FunctionItem(
+        "10.movement_scores", points=2,
+        prompt="movement_scores(weights, grads) -> tensor (out, in): Sanh et al.'s movement scores "
+               "S = -sum_t W_t * G_t of one layer, from its weights W_t and loss gradients G_t at each "
+               "fine-tuning step t, stacked along dim 0.",
+        reference=movement_reference, inputs=_steps,
+        describe=lambda a: f"{a[0].shape[0]} steps of a {tuple(a[0].shape[1:])} weight",
+        wrong=[
+            (lambda w, g: (w * g).sum(0), "mind the sign: gradient descent moves W along -G, so a weight "
+                                          "moving away from zero has W * G < 0 and must gain score: S = -sum W * G"),
+            (lambda w, g: -(w * g.abs()).sum(0), "use the gradient itself, not |G|: its sign says whether "
+                                                 "the step moves the weight towards zero or away from it"),
+            (lambda w, g: (w * g).abs().sum(0), "no absolute value: a weight shrinking towards zero "
+                                                "(W * G > 0) must lose score"),
+            (lambda w, g: -(w[-1] * g[-1]), "accumulate over every step t, not only the last one"),
+            (lambda w, g: -(w[-1] * g.sum(0)), "multiply each gradient by the weights of ITS step, W_t, "
+                                               "not by the final weights"),
+            (lambda w, g: w[-1].abs(), "that is the magnitude score |W|; movement scores use the gradients"),
+        ],
     ),
 ]
