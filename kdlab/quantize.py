@@ -463,11 +463,25 @@ class Int4Linear(nn.Module):
     ``group_size`` consecutive inputs: group ``g`` of row ``i`` has its own
     ``s, z = affine_qparams(min, max, qmin=0, qmax=15)``, ``q = clamp(round(w / s) + z, 0, 15)``.
     Stored: the packed codes (half a byte per weight), a float32 scale and a uint8 zero
-    point per group, the float bias. The forward pass dequantizes ``w_hat = s (q - z)`` and
-    runs a float matmul: the saving is in bytes, not in time (no int4 kernel is used)."""
+    point per group, the float bias.
 
-    def __init__(self, in_features: int, out_features: int, *, group_size: int = 32, bias: bool = True):
+    ``kernel=False``: the forward pass dequantizes ``w_hat = s (q - z)`` and runs a float
+    matmul, so the saving is in bytes, not in time. ``kernel=True``: torch's CPU int4 kernel
+    (``torch.ops.aten._weight_int4pack_mm_for_cpu``, which reads the packed codes directly)
+    with bfloat16 activations, where the layer allows it (``out_features`` a multiple of 16,
+    ``group_size`` in 32, 64, 128, 256; :attr:`uses_kernel` says); the outputs then differ
+    from the float matmul by bfloat16 rounding."""
+
+    KERNEL_GROUPS = (32, 64, 128, 256)
+
+    def __init__(self, in_features: int, out_features: int, *, group_size: int = 32, bias: bool = True,
+                 kernel: bool = False):
         super().__init__()
+        self.kernel = bool(_validate.choice("kernel", kernel, (True, False)))
+        if self.kernel and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+            raise ValueError(f"kernel=True needs torch's CPU int4 kernel (_weight_int4pack_mm_for_cpu), which "
+                             f"torch {torch.__version__} lacks; use kernel=False")
+        self._kernel_args = None
         self.in_features = _validate.positive_int("in_features", in_features)
         self.out_features = _validate.positive_int("out_features", out_features)
         self.group_size = _validate.positive_int("group_size", group_size)
@@ -479,11 +493,17 @@ class Int4Linear(nn.Module):
         self.register_buffer("zero_point", torch.zeros(out_features, groups, dtype=torch.uint8))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
+    @property
+    def uses_kernel(self) -> bool:
+        """Whether the forward pass runs torch's int4 kernel (``kernel=True`` and a shape it takes)."""
+        return self.kernel and self.out_features % 16 == 0 and self.group_size in self.KERNEL_GROUPS
+
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *, group_size: int = 32) -> "Int4Linear":
+    def from_linear(cls, linear: nn.Linear, *, group_size: int = 32, kernel: bool = False) -> "Int4Linear":
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, group_size=group_size, bias=linear.bias is not None)
+        layer = cls(linear.in_features, linear.out_features, group_size=group_size, bias=linear.bias is not None,
+                    kernel=kernel)
         w = linear.weight.detach().float().cpu().reshape(linear.out_features, -1, group_size)
         scale, zero = affine_qparams(w.amin(-1), w.amax(-1), qmin=0, qmax=15)
         codes = (torch.round(w / scale[..., None]) + zero[..., None]).clamp(0, 15)
@@ -499,20 +519,44 @@ class Int4Linear(nn.Module):
         w = (codes - self.zero_point[..., None].float()) * self.scale[..., None]
         return w.reshape(self.out_features, self.in_features)
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._kernel_args = None      # new codes: torch's packed layout is rebuilt on the next call
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _kernel_inputs(self):
+        # torch's layout: its own packing of the codes, and [groups, out, 2] (scale, offset) with
+        # w = (q - 8) s + offset, so offset = (8 - z) s gives w = s (q - z).
+        if self._kernel_args is None:
+            codes = unpack_int4(self.packed).to(torch.int32)
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+            offset = (8 - self.zero_point.float()) * self.scale
+            scales = torch.stack([self.scale.t(), offset.t()], -1).contiguous().to(torch.bfloat16)
+            self._kernel_args = (packed, scales)
+        return self._kernel_args
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dequantized_weight(), self.bias)
+        if not self.uses_kernel:
+            return F.linear(x, self.dequantized_weight(), self.bias)
+        packed, scales = self._kernel_inputs()
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, self.group_size, scales).to(x.dtype)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
+                f"kernel={self.uses_kernel}")
 
 
-def quantize_int4(model: nn.Module, *, group_size: int = 32) -> nn.Module:
+def quantize_int4(model: nn.Module, *, group_size: int = 32, kernel: bool = False) -> nn.Module:
     """Weight-only int4 (a copy): every ``nn.Linear`` becomes an :class:`Int4Linear` with
     groups of ``group_size`` inputs (which must divide each layer's ``in_features``);
     activations and other layers stay float. About ``1/2 + 5/group_size`` bytes per weight
-    (codes, scale, zero point) instead of 4."""
+    (codes, scale, zero point) instead of 4. ``kernel=True`` runs torch's CPU int4 kernel
+    with bfloat16 activations in the layers whose shape it takes (see :class:`Int4Linear`)."""
     _check_model(model)
     group_size = _validate.positive_int("group_size", group_size)
+    kernel = bool(_validate.choice("kernel", kernel, (True, False)))
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear) and (group_size % 2 or m.in_features % group_size):
             raise ValueError(f"group_size must be even and divide every Linear's in_features; {name} has "
@@ -521,5 +565,6 @@ def quantize_int4(model: nn.Module, *, group_size: int = 32) -> nn.Module:
     for name, m in list(q.named_modules()):
         if isinstance(m, nn.Linear):
             parent, _, child = name.rpartition(".")
-            setattr(q.get_submodule(parent) if parent else q, child, Int4Linear.from_linear(m, group_size=group_size))
+            int4 = Int4Linear.from_linear(m, group_size=group_size, kernel=kernel)
+            setattr(q.get_submodule(parent) if parent else q, child, int4)
     return q

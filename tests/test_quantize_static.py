@@ -220,3 +220,27 @@ def test_bad_input():
         quantize.weight_error(torch.zeros(2, 2), bits=1)
     with pytest.raises(ValueError, match="ndim >= 2"):
         quantize.weight_error(torch.zeros(4))
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"), reason="no CPU int4 kernel in this torch")
+def test_int4_kernel_computes_the_dequantized_product_in_bfloat16(split, teacher):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    plain = quantize.Int4Linear.from_linear(linear, group_size=32)
+    fast = quantize.Int4Linear.from_linear(linear, group_size=32, kernel=True)
+    assert fast.uses_kernel and not plain.uses_kernel
+    assert torch.equal(fast.packed, plain.packed)                      # the same bytes on disk
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        ref = nn.functional.linear(x.bfloat16().float(), plain.dequantized_weight(), linear.bias)
+        assert fast(x).shape == (3, 5, 32)
+        assert torch.allclose(fast(x), ref, atol=0.02, rtol=0.02)      # bfloat16 output rounding
+    reloaded = quantize.Int4Linear(64, 32, group_size=32, kernel=True)
+    reloaded.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), fast(x))
+    q = quantize.quantize_int4(teacher, kernel=True)                   # 64 and 10 outputs: only the first
+    assert [m.uses_kernel for m in q.modules() if isinstance(m, quantize.Int4Linear)] == [True, False]
+    assert evaluate.accuracy(q, split.test) > evaluate.accuracy(teacher, split.test) - 0.03
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        quantize.quantize_int4(teacher, kernel="yes")
