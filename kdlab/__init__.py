@@ -3,16 +3,17 @@
 The library, in the order the course teaches it (one idea per module):
 
 - :mod:`kdlab.data`      the embedded digits, torchvision datasets, tasks beyond
-  images (:mod:`kdlab.data.tasks`), in-memory loaders
+  images (:mod:`kdlab.data.tasks`), a text corpus (:mod:`kdlab.data.text`), in-memory loaders
 - :mod:`kdlab.models`    small MLPs, CNNs, GRU, transformer and embedding models,
   presets; trained ones from :mod:`kdlab.models.zoo`
 - :mod:`kdlab.train`     seeding and the one training loop
 - :mod:`kdlab.evaluate`  predictions, accuracy, F1, parameters, size, FLOPs, latency,
   reports
-- :mod:`kdlab.distill`   soft targets, KD losses, the Distiller, KD against the
-  student alone
-- :mod:`kdlab.prune`     unstructured and structured pruning, masks, schedules,
-  prune-and-regrow (a sparse mask that moves: SET, RigL)
+- :mod:`kdlab.distill`   soft targets, KD losses (logits, features, attention, relations,
+  label smoothing), the Distiller, KD against the student alone, mutual learning,
+  teacher-assistant and born-again chains, data-free inversion, generative KD
+- :mod:`kdlab.prune`     unstructured, N:M and structured pruning, masks, schedules,
+  pruning at initialisation, lottery tickets, movement pruning, prune-and-regrow
 - :mod:`kdlab.quantize`  int8 quantization (dynamic, static with calibration, quantization-aware
   training), weight-only int4, and the size on disk
 - :mod:`kdlab.lowrank`   low-rank factorisation of Linear and conv layers (truncated SVD)
