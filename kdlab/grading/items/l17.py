@@ -1,11 +1,12 @@
-"""Lesson 17 (KD beyond images): labelling a transfer set, the sequence task's size ratio."""
+"""Lesson 17 (KD beyond images): labelling a transfer set, the sequence task's size ratio,
+the reverse KL of generative distillation."""
 from __future__ import annotations
 
 from functools import lru_cache
 
 import torch
 
-from kdlab.distill import transfer_targets
+from kdlab.distill import token_kl, transfer_targets
 from kdlab.grading.registry import FunctionItem, NumberItem
 from kdlab.grading.shared import integer, uniform
 from kdlab.models import MLP, GRUClassifier, TinyTransformer
@@ -33,6 +34,29 @@ def _dropout_hint(got, args):
         return ("your rows are distributions but not the teacher's: put the teacher in eval mode "
                 "(teacher.eval()) so dropout is off while labelling")
     return None
+
+
+def _logit_rows(generator):
+    vocab = integer(generator, 2, 12)
+    scale = uniform(generator, 0.5, 4.0)
+    return (torch.randn(vocab, generator=generator) * scale, torch.randn(vocab, generator=generator) * scale)
+
+
+def _reverse_kl(student_logits, teacher_logits):
+    return token_kl(student_logits[None], teacher_logits[None], direction="reverse")
+
+
+def _forward_kl(s, t):
+    return token_kl(s[None], t[None], direction="forward")
+
+
+def _no_softmax(s, t):
+    return (s * (s - t)).sum()
+
+
+def _log_of_logits(s, t):
+    p = torch.softmax(s, -1)
+    return (p * (torch.log(s.abs() + 1e-12) - torch.log(t.abs() + 1e-12))).sum()
 
 
 @lru_cache(maxsize=None)
@@ -64,5 +88,18 @@ ITEMS = [
         target=_ratio,
         wrong=[(lambda: 1 / _ratio(), "divide the teacher's count by the student's")],
         hint="count both with kdlab.evaluate.count_parameters and divide",
+    ),
+    FunctionItem(
+        "17.reverse_kl", points=2, n_cases=12,
+        prompt="reverse_kl(student_logits, teacher_logits) -> scalar tensor: KL(p_S || p_T) = sum_v p_S(v) "
+               "(log p_S(v) - log p_T(v)) for one position, p = softmax of each logit row (V,).",
+        reference=_reverse_kl, inputs=_logit_rows,
+        describe=lambda a: f"two logit rows over {len(a[0])} tokens", rtol=1e-4, atol=1e-6,
+        wrong=[
+            (_forward_kl, "that is the forward KL(p_T || p_S): the reverse one weights by the student's "
+                          "probabilities p_S, not the teacher's"),
+            (_no_softmax, "turn logits into probabilities first: p = softmax(z), log p = log_softmax(z)"),
+            (_log_of_logits, "log p is log_softmax(z), not the log of the logits"),
+        ],
     ),
 ]
