@@ -1,10 +1,12 @@
-"""Lesson 07 (drawbacks): the knee of pruning, a weak teacher, disagreeing criteria, KD's extra FLOPs."""
+"""Lesson 07 (drawbacks): the knee of pruning, a weak teacher, disagreeing criteria, KD's extra FLOPs,
+the optimizer steps of a teacher-assistant chain."""
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
-from kdlab.grading.registry import ChoiceItem, NumberItem
-from kdlab.grading.shared import digits, in_percent, pruned, trained
+from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
+from kdlab.grading.shared import digits, in_percent, integer, pruned, trained
 from kdlab.train import num_threads
 
 GRID = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
@@ -48,6 +50,18 @@ def _extra() -> float:
     return c["teacher_flops"] / (3 * c["student_flops"])
 
 
+def chain_steps(n_train: int, batch_size: int, epochs: int, assistants: int) -> int:
+    """Optimizer steps of teacher -> ``assistants`` assistants -> student (kdlab.distill.distill_chain):
+    the teacher is trained already; each later model trains ``epochs`` epochs of ``ceil(n_train / batch_size)``
+    batches (the last, smaller batch is a step too)."""
+    return (assistants + 1) * epochs * math.ceil(n_train / batch_size)
+
+
+def _chain_inputs(generator):
+    return (integer(generator, 50, 2000), (32, 64, 128)[integer(generator, 0, 2)], integer(generator, 1, 30),
+            integer(generator, 1, 3))
+
+
 ITEMS = [
     NumberItem(
         "07.knee_sparsity", points=2, abs_tol=0.01,
@@ -89,5 +103,23 @@ ITEMS = [
         wrong=[(lambda: 3 * _extra(), "a training step costs about 3 forward passes of the student "
                                       "(forward and a backward twice as costly): divide by 3 x its FLOPs"),
                (lambda: 1 / _extra(), "teacher over student, not the other way round")],
+    ),
+    FunctionItem(
+        "07.chain_steps", points=1,
+        prompt="chain_steps(n_train, batch_size, epochs, assistants) -> int: the optimizer steps a "
+               "teacher-assistant chain takes in all (teacher -> assistants -> student, the teacher already "
+               "trained), each distilled model trained `epochs` epochs over n_train examples in batches of "
+               "batch_size, the last smaller batch included.",
+        reference=chain_steps, inputs=_chain_inputs,
+        describe=lambda a: f"n_train {a[0]}, batch_size {a[1]}, epochs {a[2]}, {a[3]} assistant(s)",
+        rtol=0.0, atol=0.0,
+        wrong=[
+            (lambda n, b, e, k: (k + 1) * e * (n // b), "the last, smaller batch is an optimizer step too: "
+                                                       "ceil(n_train / batch_size) steps per epoch"),
+            (lambda n, b, e, k: e * math.ceil(n / b), "those are the student's steps only (the same as distilling "
+                                                      "it directly); every assistant trains as long"),
+            (lambda n, b, e, k: (k + 2) * e * math.ceil(n / b), "the teacher is trained already: the chain trains "
+                                                                "the assistants and the student"),
+        ],
     ),
 ]
