@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdlab.distill import kd_loss, soft_targets
+from kdlab.distill import kd_loss, multi_teacher_targets, soft_targets
 from kdlab.evaluate import mean_std
 from kdlab.grading.registry import ChoiceItem, FunctionItem
 from kdlab.grading.shared import integer, uniform
@@ -44,6 +44,17 @@ def _population_std(alone, kd):
     return [d.mean().item(), d.std(correction=0).item()]
 
 
+def _generation_inputs(generator):
+    g = integer(generator, 2, 5)
+    n = integer(generator, 1, 12)
+    c = integer(generator, 2, 10)
+    return torch.randn(g, n, c, generator=generator) * 4, uniform(generator, 0.5, 8.0)
+
+
+def _bane(z, T):
+    return multi_teacher_targets(list(z), temperature=T, mode="logits")
+
+
 ITEMS = [
     FunctionItem(
         "01.soft_term", points=2,
@@ -76,6 +87,30 @@ ITEMS = [
             (_population_std, "use the sample standard deviation (divide by n - 1), as torch.std does by default"),
             (lambda a, k: [-v if i == 0 else v for i, v in enumerate(_paired(a, k))],
              "the difference is kd - alone: positive when KD helps"),
+        ],
+    ),
+    FunctionItem(
+        "01.bane_targets", points=2,
+        prompt="bane_targets(generation_logits, temperature) -> the soft targets that the next BANE generation "
+               "learns from: generation_logits is (G, N, C), the logits of generations 0 .. G-1 on a batch; "
+               "average them over the generations, then softmax(mean / T) over the classes "
+               "(born_again(..., ensemble=True) with the Distiller's default multi_teacher_mode='logits').",
+        reference=_bane, inputs=_generation_inputs, rtol=1e-4, atol=1e-6,
+        describe=lambda a: f"{a[0].shape[0]} generations, logits {tuple(a[0].shape[1:])}, T = {a[1]:.2f}",
+        wrong=[
+            (lambda z, T: soft_targets(z[-1], temperature=T),
+             "that is plain BAN, the last generation alone; BANE learns from all generations before it"),
+            (lambda z, T: soft_targets(z[0], temperature=T),
+             "that is generation 0 alone; average all G generations"),
+            (lambda z, T: soft_targets(z, temperature=T).mean(0),
+             "you averaged the softened probabilities (mode='probs'); here the logits are averaged first, then "
+             "softened, as the Distiller does by default"),
+            (lambda z, T: torch.softmax(z.mean(0), -1),
+             "the temperature is missing: divide the mean logits by T before the softmax"),
+            (lambda z, T: soft_targets(z.sum(0), temperature=T),
+             "you summed the logits: with G generations that is G times sharper; take the mean"),
+            (lambda z, T: torch.softmax(z.mean(0) / T, 0),
+             "normalise over the classes (the last dimension), not over the batch"),
         ],
     ),
     ChoiceItem(

@@ -1,10 +1,10 @@
-"""Lesson 02 (soft targets): softmax(z / T), the KD loss, and the T^2 factor."""
+"""Lesson 02 (soft targets): softmax(z / T), the KD loss, the T^2 factor, label-smoothed targets."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from kdlab.distill import kd_loss, soft_targets
+from kdlab.distill import kd_loss, smoothed_targets, soft_targets
 from kdlab.grading.registry import ChoiceItem, FunctionItem
 from kdlab.grading.shared import integer, uniform
 
@@ -43,6 +43,16 @@ def _kd_variant(s, t, y, T, alpha, *, t2=True, reduction="batchmean", teacher=No
     log_s = F.log_softmax(s / T, dim=1) if student is None else student
     kl = F.kl_div(log_s, q_t, reduction=reduction)
     return alpha * (T ** 2 if t2 else 1.0) * kl + (1 - alpha) * F.cross_entropy(s, y)
+
+
+def _smoothing_inputs(generator):
+    n = integer(generator, 1, 16)
+    c = integer(generator, 2, 12)
+    return torch.randint(0, c, (n,), generator=generator), c, uniform(generator, 0.02, 0.5)
+
+
+def _onehot(y, c):
+    return F.one_hot(y, c).float()
 
 
 ITEMS = [
@@ -91,6 +101,29 @@ ITEMS = [
              "the KL runs the wrong way: it is KL(teacher || student), the teacher's distribution is the target"),
             (lambda s, t, y, T, a: _kd_variant(s, t, y, T, a, student=F.log_softmax(s, 1)),
              "soften the student with the same T as the teacher: log_softmax(s / T)"),
+        ],
+    ),
+    FunctionItem(
+        "02.smoothed_targets", points=2,
+        prompt="smoothed_targets(targets, num_classes, epsilon) -> (N, C) float targets "
+               "(1 - epsilon) * onehot(y) + epsilon / C: epsilon / C on every class, the true one too "
+               "(PyTorch's F.cross_entropy(..., label_smoothing=epsilon)).",
+        reference=lambda y, c, eps: smoothed_targets(y, c, epsilon=eps), inputs=_smoothing_inputs,
+        describe=lambda a: f"{len(a[0])} labels, C = {a[1]}, epsilon = {a[2]:.3f}", rtol=1e-5, atol=1e-6,
+        wrong=[
+            (lambda y, c, eps: (1 - eps) * _onehot(y, c) + eps / (c - 1) * (1 - _onehot(y, c)),
+             "that is the other convention, epsilon / (C - 1) on the wrong classes only and 1 - epsilon on the "
+             "true one; graded here is PyTorch's (label_smoothing=epsilon in F.cross_entropy, the loss the "
+             "lesson's teachers trained with): epsilon / C on every class, so the true class gets "
+             "1 - epsilon + epsilon / C"),
+            (lambda y, c, eps: _onehot(y, c) + eps / c,
+             "the true class must give up epsilon: (1 - epsilon) * onehot(y) + epsilon / C; your rows sum to 1 + epsilon"),
+            (lambda y, c, eps: (1 - eps) * _onehot(y, c) + eps / c * (1 - _onehot(y, c)),
+             "epsilon / C goes to the true class too; your rows sum to 1 - epsilon / C"),
+            (lambda y, c, eps: (1 - eps) * _onehot(y, c) + eps,
+             "spread epsilon over the C classes: add epsilon / C, not epsilon"),
+            (lambda y, c, eps: eps * _onehot(y, c) + (1 - eps) / c,
+             "epsilon and 1 - epsilon are swapped: the label keeps 1 - epsilon, the uniform part gets epsilon"),
         ],
     ),
     ChoiceItem(
