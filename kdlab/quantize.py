@@ -352,6 +352,7 @@ def calibrate(model: nn.Module, calibration_data, *, batches: int | None = None,
     else:
         loader = as_loader(calibration_data, batch_size=batch_size, shuffle=False, name="calibration_data")
         xs = (batch[0] for batch in loader)
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
     seen = 0
@@ -361,7 +362,7 @@ def calibrate(model: nn.Module, calibration_data, *, batches: int | None = None,
                 if batches is not None and i >= batches:
                     break
                 if len(x):
-                    model(x.cpu())
+                    model(x.to(device))
                     seen += 1
     finally:
         model.train(was_training)
