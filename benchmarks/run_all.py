@@ -5,7 +5,8 @@
 
 Steps, each measured on this machine in this run:
 
-1. ``bench_distill.py``, ``bench_prune.py``, ``bench_grading.py``, ``bench_cli.py`` - each writes its
+1. ``bench_distill.py``, ``bench_prune.py``, ``bench_grading.py``, ``bench_cli.py``, ``bench_realres.py``,
+   ``bench_quantize.py`` - each writes its
    own ``results/*.md`` with a "Goals" table;
 2. the README's test command (``python -m pytest -n 2 --dist loadscope``), timed as
    a whole, with per-notebook execution times taken from its JUnit report (the sum
@@ -37,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHES = ("bench_distill", "bench_prune", "bench_grading", "bench_cli", "bench_realres")
+BENCHES = ("bench_distill", "bench_prune", "bench_grading", "bench_cli", "bench_realres", "bench_quantize")
 SUITE_GOAL_S = 600.0
 NOTEBOOK_GOAL_S = 60.0
 
