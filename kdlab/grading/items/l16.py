@@ -1,11 +1,11 @@
 """Lesson 16 (challenges): which pruned model is faster, what removing neurons does to
-FLOPs, and what distillation costs in teacher passes."""
+FLOPs, what distillation costs in teacher passes, and DeepInversion's BatchNorm term."""
 from __future__ import annotations
 
 import torch
 
-from kdlab.grading.registry import ChoiceItem, NumberItem
-from kdlab.grading.shared import digits, flops_ratio_item
+from kdlab.grading.registry import ChoiceItem, FunctionItem, NumberItem
+from kdlab.grading.shared import digits, flops_ratio_item, integer, uniform
 
 KD_EPOCHS = 10
 
@@ -17,6 +17,44 @@ def _mlps():
 
     model, x = create("mlp-teacher"), torch.zeros(1, 64)
     return model, structured_prune(model, 0.7, x), x
+
+
+def _bn_term(features, running_mean, running_var):
+    """The reference: ||mean - running_mean||_2 + ||var - running_var||_2 over every axis but
+    the channels (dim 1), the variance biased, as kdlab.distill.bn_statistics_loss computes it."""
+    dims = [0] + list(range(2, features.ndim))
+    return (torch.linalg.vector_norm(features.mean(dims) - running_mean)
+            + torch.linalg.vector_norm(features.var(dims, unbiased=False) - running_var))
+
+
+def _bn_case(generator):
+    """Features (N, C) or (N, C, H, W) and a layer's running statistics."""
+    n, c = integer(generator, 2, 9), integer(generator, 1, 6)
+    shape = (n, c) if integer(generator, 0, 1) else (n, c, integer(generator, 2, 5), integer(generator, 2, 5))
+    x = torch.randn(shape, generator=generator) * uniform(generator, 0.5, 3.0) + uniform(generator, -1.0, 1.0)
+    return x, torch.randn(c, generator=generator), torch.rand(c, generator=generator) + 0.5
+
+
+def _bn_unbiased(f, m, v):
+    dims = [0] + list(range(2, f.ndim))
+    return torch.linalg.vector_norm(f.mean(dims) - m) + torch.linalg.vector_norm(f.var(dims, unbiased=True) - v)
+
+
+def _bn_squared(f, m, v):
+    dims = [0] + list(range(2, f.ndim))
+    return (f.mean(dims) - m).pow(2).sum() + (f.var(dims, unbiased=False) - v).pow(2).sum()
+
+
+def _bn_over_channels(f, m, v):
+    flat = f.transpose(0, 1).reshape(f.shape[1], -1)            # channels first
+    return (torch.linalg.vector_norm(flat.mean(0) - m.mean()) + torch.linalg.vector_norm(flat.var(0, unbiased=False) - v.mean()))
+
+
+def _bn_batch_only(f, m, v):
+    mean, var = f.mean(0), f.var(0, unbiased=False)
+    while mean.ndim > 1:
+        mean, var = mean.mean(-1), var.mean(-1)
+    return torch.linalg.vector_norm(mean - m) + torch.linalg.vector_norm(var - v)
 
 
 def _n_train() -> int:
@@ -59,5 +97,23 @@ ITEMS = [
             (lambda: KD_EPOCHS * -(-_n_train() // 64), "count examples, not batches"),
         ],
         hint="register_forward_hook on the teacher and add len(inputs[0]) at every call",
+    ),
+    FunctionItem(
+        "16.bn_statistic_loss", points=2, n_cases=12,
+        prompt="bn_statistic_loss(features, running_mean, running_var) -> scalar tensor: DeepInversion's "
+               "BatchNorm term for one layer, ||mu - running_mean||_2 + ||var - running_var||_2, where mu and "
+               "var are the per-channel mean and variance of the layer's input features (N, C) or (N, C, H, W).",
+        reference=_bn_term, inputs=_bn_case,
+        describe=lambda a: f"features of shape {tuple(a[0].shape)}", rtol=1e-4, atol=1e-5,
+        wrong=[
+            (_bn_unbiased, "BatchNorm's batch statistics use the biased variance (divide by the count, "
+                           "unbiased=False), and so does the matching term"),
+            (_bn_squared, "the term is the l2 norm of each difference, not its square: take "
+                          "torch.linalg.vector_norm, not the sum of squares"),
+            (_bn_over_channels, "one mean and one variance per channel, over the batch and the positions "
+                                "(every axis but dim 1), not over the channels"),
+            (_bn_batch_only, "average over the batch and the positions together: the variance over the "
+                             "batch alone, averaged over positions, is not the channel's variance"),
+        ],
     ),
 ]
