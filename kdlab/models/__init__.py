@@ -384,4 +384,4 @@ class EmbeddingRecommender(nn.Module):
 
 
 # The zoo trains the presets above, so it is imported after them.
-from kdlab.models.zoo import pretrained  # noqa: E402
+from kdlab.models.zoo import pretrained, pretrained_charlm  # noqa: E402

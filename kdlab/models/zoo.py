@@ -119,3 +119,54 @@ def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: i
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
     return model.eval()
+
+
+# The character-level language model teacher on a shipped text corpus (kdlab.data.text).
+CHARLM_RECIPE = {"hidden": 128, "embedding": 32, "length": 64, "epochs": 25, "lr": 3e-3, "batch_size": 32}
+
+
+def pretrained_charlm(corpus: str = "course-answers", *, seed: int = 0, **overrides) -> nn.Module:
+    """A :class:`kdlab.models.CharLM` trained on the ``train`` part of the shipped text
+    ``corpus`` (:func:`kdlab.data.text.load_text`) with :data:`CHARLM_RECIPE` (keys of it
+    in ``overrides`` replace its values): Adam on the next-character cross-entropy
+    (:func:`kdlab.distill.lm_objective`) over non-overlapping windows of ``length``
+    characters. Trained once, cached like :func:`pretrained` (the key holds the recipe
+    and a hash of the text), returned in eval mode. With the default recipe the model
+    is the teacher of lesson 17's generative-distillation section (25 epochs: the
+    epoch of the lowest validation loss in a 40-epoch run of the same recipe).
+    """
+    from kdlab.data.text import load_text
+    from kdlab.distill.generative import lm_objective
+    from kdlab.models import CharLM
+
+    seed = _validate.positive_int("seed", seed, allow_zero=True)
+    unknown = sorted(set(overrides) - set(CHARLM_RECIPE))
+    if unknown:
+        raise ValueError(f"overrides must be keys of CHARLM_RECIPE {sorted(CHARLM_RECIPE)}, got {unknown}")
+    recipe_ = {**CHARLM_RECIPE, **overrides}
+    for key in ("hidden", "embedding", "length", "epochs", "batch_size"):
+        _validate.positive_int(key, recipe_[key])
+    _validate.positive_float("lr", recipe_["lr"])
+    text = load_text(corpus)
+    blob = json.dumps({"preset": "charlm", "corpus": corpus, "seed": seed, "recipe": recipe_,
+                       "text": hashlib.sha256(text.text.encode()).hexdigest()[:16],
+                       "kdlab": kdlab.__version__, "torch": torch.__version__.split("+")[0],
+                       "threads": torch.get_num_threads()}, sort_keys=True)
+    path = cache_dir() / f"charlm-{corpus}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CharLM(text.vocab_size, embedding=recipe_["embedding"], hidden=recipe_["hidden"])
+        if path.exists():
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                return model.eval()
+            except Exception:  # a damaged cache file is retrained, never trusted
+                pass
+        fit(model, text.windows("train", recipe_["length"]), objective=lm_objective, epochs=recipe_["epochs"],
+            lr=recipe_["lr"], batch_size=recipe_["batch_size"], seed=seed, device="cpu", progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return model.eval()
