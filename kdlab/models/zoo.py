@@ -132,8 +132,9 @@ def pretrained_charlm(corpus: str = "course-answers", *, seed: int = 0, **overri
     (:func:`kdlab.distill.lm_objective`) over non-overlapping windows of ``length``
     characters. Trained once, cached like :func:`pretrained` (the key holds the recipe
     and a hash of the text), returned in eval mode. With the default recipe the model
-    is the teacher of lesson 17's generative-distillation section (25 epochs: the
-    epoch of the lowest validation loss in a 40-epoch run of the same recipe).
+    is the teacher of lesson 17's generative-distillation section (25 epochs: of the
+    checkpoints every 5 epochs of a 40-epoch run of the same recipe, the one with the
+    lowest loss on the corpus's ``val`` part; it overfits after that).
     """
     from kdlab.data.text import load_text
     from kdlab.distill.generative import lm_objective
