@@ -27,6 +27,7 @@ from torch import nn
 
 from kdlab import _validate
 from kdlab.data import Split
+from kdlab.distill.targets import teacher_list
 
 
 @dataclass
@@ -65,14 +66,7 @@ def distill_chain(teacher: nn.Module, students, data, *, epochs: int, ensemble: 
     """
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
-    if isinstance(students, nn.Module):
-        students = [students]
-    students = list(students)
-    if not students:
-        raise ValueError("students must hold at least one model, got an empty sequence")
-    for i, s in enumerate(students):
-        if not isinstance(s, nn.Module):
-            raise TypeError(f"students[{i}] must be an nn.Module, got {type(s).__name__}")
+    students = teacher_list(students, "students")
     epochs = _validate.positive_int("epochs", epochs)
     if not isinstance(ensemble, bool):
         raise TypeError(f"ensemble must be True or False, got {ensemble!r}")

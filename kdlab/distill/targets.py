@@ -149,18 +149,19 @@ def multi_teacher_targets(teacher_logits, *, temperature: float = DEFAULT_TEMPER
     return combine(stacked, w, temperature, mode)[1].exp()
 
 
-def teacher_list(teachers) -> list:
-    """``teachers`` (one ``nn.Module`` or a non-empty sequence of them) as a list."""
+def teacher_list(teachers, name: str = "teachers") -> list:
+    """``teachers`` (one ``nn.Module`` or a non-empty sequence of them) as a list; ``name``
+    is the argument's name in the error messages."""
     if isinstance(teachers, nn.Module):
         return [teachers]
     if isinstance(teachers, (str, bytes)) or not isinstance(teachers, Sequence):
-        raise TypeError(f"teachers must be an nn.Module or a sequence of them, got {type(teachers).__name__}")
+        raise TypeError(f"{name} must be an nn.Module or a sequence of them, got {type(teachers).__name__}")
     teachers = list(teachers)
     if not teachers:
-        raise ValueError("teachers must hold at least one teacher, got an empty sequence")
+        raise ValueError(f"{name} must hold at least one model, got an empty sequence")
     for i, t in enumerate(teachers):
         if not isinstance(t, nn.Module):
-            raise TypeError(f"teachers[{i}] must be an nn.Module, got {type(t).__name__}")
+            raise TypeError(f"{name}[{i}] must be an nn.Module, got {type(t).__name__}")
     return teachers
 
 

@@ -98,21 +98,34 @@ def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: i
     if data is None:
         data = load_dataset(dataset, flat=flat)
     path = cache_dir() / _key(preset, dataset, seed, recipe_, data)
+    def build():
+        return create(preset, input_shape=data.input_shape, num_classes=data.num_classes,
+                      **recipe_.get("model", {}))
+
+    def train(model):
+        fit(model, data.train, epochs=recipe_["epochs"], lr=recipe_["lr"],
+            weight_decay=recipe_["weight_decay"], batch_size=recipe_["batch_size"], seed=seed,
+            scheduler=recipe_.get("scheduler"),
+            augment=random_shift(recipe_["shift"]) if recipe_.get("shift") else None,
+            device="cpu", progress=False)
+
+    return _cached(path, seed, build, train)
+
+
+def _cached(path: Path, seed: int, build, train) -> nn.Module:
+    """The model ``build()`` makes (under ``torch.manual_seed(seed)``, the global random
+    state left as it was), loaded from ``path`` if it holds a readable state, else
+    trained by ``train(model)`` and saved there atomically; in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = create(preset, input_shape=data.input_shape, num_classes=data.num_classes,
-                       **recipe_.get("model", {}))
+        model = build()
         if path.exists():
             try:
                 model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
                 return model.eval()
             except Exception:  # a damaged cache file is retrained, never trusted
                 pass
-        fit(model, data.train, epochs=recipe_["epochs"], lr=recipe_["lr"],
-            weight_decay=recipe_["weight_decay"], batch_size=recipe_["batch_size"], seed=seed,
-            scheduler=recipe_.get("scheduler"),
-            augment=random_shift(recipe_["shift"]) if recipe_.get("shift") else None,
-            device="cpu", progress=False)
+        train(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
@@ -154,20 +167,9 @@ def pretrained_charlm(corpus: str = "course-answers", *, seed: int = 0, **overri
                        "kdlab": kdlab.__version__, "torch": torch.__version__.split("+")[0],
                        "threads": torch.get_num_threads()}, sort_keys=True)
     path = cache_dir() / f"charlm-{corpus}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CharLM(text.vocab_size, embedding=recipe_["embedding"], hidden=recipe_["hidden"])
-        if path.exists():
-            try:
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-                return model.eval()
-            except Exception:  # a damaged cache file is retrained, never trusted
-                pass
+    def train(model):
         fit(model, text.windows("train", recipe_["length"]), objective=lm_objective, epochs=recipe_["epochs"],
             lr=recipe_["lr"], batch_size=recipe_["batch_size"], seed=seed, device="cpu", progress=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    return model.eval()
+
+    return _cached(path, seed, lambda: CharLM(text.vocab_size, embedding=recipe_["embedding"],
+                                              hidden=recipe_["hidden"]), train)
