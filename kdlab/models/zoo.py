@@ -12,6 +12,7 @@ written atomically, so parallel notebook runs can share it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -112,25 +113,61 @@ def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: i
     return _cached(path, seed, build, train)
 
 
+def _load(model: nn.Module, path: Path) -> bool:
+    """Load ``path`` into ``model``; False when it is missing or damaged (a damaged cache
+    file is retrained, never trusted)."""
+    if not path.exists():
+        return False
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path):
+    """An exclusive lock beside ``path`` while one process trains the model, so that other
+    processes that need it at the same time (test workers, notebooks) wait for it and load
+    it instead of training it again. No lock where ``fcntl`` is missing (Windows) or the
+    cache folder is read-only: then, at worst, two processes train the same model."""
+    try:
+        import fcntl
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            # removed while still held: whoever waits on it finds the model saved; whoever
+            # comes later loads the model without locking
+            Path(handle.name).unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _cached(path: Path, seed: int, build, train) -> nn.Module:
     """The model ``build()`` makes (under ``torch.manual_seed(seed)``, the global random
     state left as it was), loaded from ``path`` if it holds a readable state, else
-    trained by ``train(model)`` and saved there atomically; in eval mode."""
+    trained by ``train(model)`` and saved there atomically (one process at a time, see
+    :func:`_training_lock`); in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build()
-        if path.exists():
-            try:
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if _load(model, path):
+            return model.eval()
+        with _training_lock(path):
+            if _load(model, path):  # trained meanwhile by another process
                 return model.eval()
-            except Exception:  # a damaged cache file is retrained, never trusted
-                pass
-        train(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+            train(model)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            os.close(fd)
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
     return model.eval()
 
 
