@@ -34,7 +34,8 @@ tensor([[0.5430, 0.2570, 0.2000]])
 from kdlab.data import UNLABELLED
 from kdlab.distill.chains import Generation, born_again, distill_chain
 from kdlab.distill.compare import Comparison, compare_with_alone
-from kdlab.distill.datafree import batchnorm_layers, bn_statistics_loss, deep_inversion, total_variation
+from kdlab.distill.datafree import (batchnorm_layers, bn_statistic_term, bn_statistics_loss, deep_inversion,
+                                    total_variation)
 from kdlab.distill.distiller import HINT_KINDS, LOSSES, Distiller, indexed_loader
 from kdlab.distill.generative import (GKDObjective, generalized_jsd, lm_loss, lm_objective, sample,
                                       sequence_kd_data, token_kl)
@@ -56,7 +57,7 @@ __all__ = [
     "smoothed_targets", "label_smoothing_loss",
     "Cohort", "mutual_learning", "mutual_learning_loss", "mutual_learning_objective",
     "Generation", "distill_chain", "born_again",
-    "batchnorm_layers", "bn_statistics_loss", "total_variation", "deep_inversion",
+    "batchnorm_layers", "bn_statistic_term", "bn_statistics_loss", "total_variation", "deep_inversion",
     "token_kl", "generalized_jsd", "lm_loss", "lm_objective", "sample", "sequence_kd_data", "GKDObjective",
     "Distiller", "indexed_loader", "LOSSES", "MULTI_TEACHER_MODES", "HINT_KINDS",
     "compare_with_alone", "Comparison",

@@ -41,6 +41,15 @@ def batchnorm_layers(model: nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, _NORMS) and m.running_mean is not None]
 
 
+def bn_statistic_term(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
+    """One BatchNorm layer's term of ``R_BN``: ``||mu - running_mean||_2 + ||var - running_var||_2``,
+    ``mu`` and ``var`` the per-channel mean and biased variance of the layer's input ``features``
+    ``(N, C)`` or ``(N, C, ...)`` over every axis but the channels (dim 1), as BatchNorm computes them."""
+    dims = [0] + list(range(2, features.ndim))
+    return (torch.linalg.vector_norm(features.mean(dims) - running_mean)
+            + torch.linalg.vector_norm(features.var(dims, unbiased=False) - running_var))
+
+
 def bn_statistics_loss(model: nn.Module, x: torch.Tensor) -> tuple:
     """``(model(x), R_BN(x))``: the logits, and the distance between the batch statistics
     of every BatchNorm layer's input and the layer's running statistics (module
@@ -54,12 +63,7 @@ def bn_statistics_loss(model: nn.Module, x: torch.Tensor) -> tuple:
     terms = []
 
     def hook(module, inputs, output):
-        f = inputs[0]
-        dims = [0] + list(range(2, f.ndim))  # every axis but the channels
-        mean = f.mean(dims)
-        var = f.var(dims, unbiased=False)
-        terms.append(torch.linalg.vector_norm(mean - module.running_mean)
-                     + torch.linalg.vector_norm(var - module.running_var))
+        terms.append(bn_statistic_term(inputs[0], module.running_mean, module.running_var))
 
     handles = [m.register_forward_hook(hook) for m in layers]
     try:

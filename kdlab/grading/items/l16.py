@@ -20,11 +20,10 @@ def _mlps():
 
 
 def _bn_term(features, running_mean, running_var):
-    """The reference: ||mean - running_mean||_2 + ||var - running_var||_2 over every axis but
-    the channels (dim 1), the variance biased, as kdlab.distill.bn_statistics_loss computes it."""
-    dims = [0] + list(range(2, features.ndim))
-    return (torch.linalg.vector_norm(features.mean(dims) - running_mean)
-            + torch.linalg.vector_norm(features.var(dims, unbiased=False) - running_var))
+    """The reference: the term kdlab.distill.bn_statistics_loss adds for each BatchNorm layer."""
+    from kdlab.distill.datafree import bn_statistic_term
+
+    return bn_statistic_term(features, running_mean, running_var)
 
 
 def _bn_case(generator):
