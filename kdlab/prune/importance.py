@@ -361,20 +361,16 @@ class GraSP(_Gradient):
         super().__init__(data, loss_fn=loss_fn, batches=batches, batch_size=batch_size)
         self.temperature = _validate.positive_float("temperature", temperature)
 
-    def _losses(self, model, device):
-        loss_fn, t = self.loss_fn or F.cross_entropy, self.temperature
-        return batch_losses(model, self.data, device, loss_fn=lambda logits, y: loss_fn(logits / t, y),
-                            batches=self.batches, batch_size=self.batch_size)
+    def _loss(self, logits, y):
+        return (self.loss_fn or F.cross_entropy)(logits / self.temperature, y)
 
     def hessian_gradient(self, model, params: list) -> tuple:
         """``(g, H g)`` for the weights ``params``, each a list of tensors of their shapes."""
-        device = params[0].device
-        g = [torch.zeros_like(p) for p in params]
-        for loss in self._losses(model, device):
-            for a, grad in zip(g, torch.autograd.grad(loss, params)):
-                a += grad
+        g = [sum(grads) for grads in zip(*batch_gradients(model, self.data, params, loss_fn=self._loss,
+                                                           batches=self.batches, batch_size=self.batch_size))]
         hg = [torch.zeros_like(p) for p in params]
-        for loss in self._losses(model, device):
+        for loss in batch_losses(model, self.data, params[0].device, loss_fn=self._loss, batches=self.batches,
+                                 batch_size=self.batch_size):
             grads = torch.autograd.grad(loss, params, create_graph=True)
             z = sum((grad * v).sum() for grad, v in zip(grads, g))
             for a, h in zip(hg, torch.autograd.grad(z, params)):
