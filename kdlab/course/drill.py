@@ -268,11 +268,16 @@ TITLES = {"en": "# Interview drill: every question and its answer", "zh": "# 面
           "both": "# Interview drill: every question and its answer · 面试练习：全部问题与回答"}
 
 
+def _languages(card: Card, language: str) -> tuple:
+    """The languages ``card`` is shown in: both for ``"both"`` when it has a Chinese side."""
+    if language == "both":
+        return ("en", "zh") if card.answer_zh else ("en",)
+    return (language,)
+
+
 def _card_markdown(card: Card, language: str) -> list:
     """The lines of one card; ``"both"`` gives the English text, then the Chinese."""
-    languages = ("en", "zh") if language == "both" else (language,)
-    if language == "both" and not card.answer_zh:
-        languages = ("en",)
+    languages = _languages(card, language)
     out = []
     for lang in languages:
         question, answer = card.text(lang)
@@ -311,8 +316,7 @@ def export(path="interview_cards.md", cards: list | None = None, *, language: st
 def _view(card: Card, language: str, reveal: bool) -> list:
     """What the widget shows of ``card``: the question (both versions for ``"both"``), then
     the answer(s) once revealed; each item is one markdown block."""
-    languages = ("en", "zh") if language == "both" and card.answer_zh else \
-        ("en",) if language == "both" else (language,)
+    languages = _languages(card, language)
     questions, answers = [], []
     for lang in languages:
         question, answer = card.text(lang)
