@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kdlab import _validate
+from kdlab.train import deterministic_algorithms
 
 
 def quantized_linears(model: nn.Module) -> dict:
@@ -228,12 +229,12 @@ def _quantized_kernels_allowed():
     on = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     if on:
-        torch.use_deterministic_algorithms(False)
+        deterministic_algorithms(False, warn_only=warn_only)
     try:
         yield
     finally:
         if on:
-            torch.use_deterministic_algorithms(True, warn_only=warn_only)
+            deterministic_algorithms(True, warn_only=warn_only)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -59,7 +60,22 @@ def seed_everything(seed: int = 0, threads: int = 1, deterministic: bool = True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_algorithms(True, warn_only=True)
+
+
+def deterministic_algorithms(mode: bool = True, *, warn_only: bool = True) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=warn_only)`` without its import
+    of the compiler. That function sets two things: the flag every operator reads, and
+    ``torch._inductor.config.deterministic`` for ``torch.compile``; importing the compiler's
+    config costs about a second of CPU in every fresh process, and kdlab compiles nothing.
+    Until the compiler is imported, its documented switch ``TORCHINDUCTOR_DETERMINISTIC``
+    gives its config the same value when it is; once imported, the public function is
+    called as it is."""
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1" if mode else "0"
+    torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
 
 
 @contextlib.contextmanager

@@ -238,3 +238,67 @@ def test_random_shift_moves_images_and_keeps_their_shape():
     assert data.random_shift(1)(x.flatten(1)).shape == (64, 64)
     with pytest.raises(ValueError, match="flat inputs must be square"):
         data.random_shift(1)(torch.zeros(2, 10))
+
+
+# ---------------------------------------------------------------- the draw without scikit-learn
+
+@pytest.mark.parametrize("case", range(60))
+def test_stratified_split_draws_what_scikit_learn_draws(case):
+    """kdlab.data.stratified_split is scikit-learn's stratified train_test_split written out
+    (so loading the digits imports no scikit-learn): the same positions, in the same order."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from kdlab.data.stratified import stratified_split
+
+    rng = np.random.RandomState(1000 + case)
+    classes = rng.randint(2, 12)
+    labels = rng.choice(classes, size=rng.randint(4 * classes, 300), p=rng.dirichlet(np.ones(classes)))
+    labels = labels[np.isin(labels, np.unique(labels)[np.bincount(labels)[np.unique(labels)] >= 2])]
+    present = len(np.unique(labels))
+    n_test = rng.randint(present, len(labels) - present + 1)
+    n_train = rng.randint(present, len(labels) - n_test + 1)
+    if n_train + n_test == len(labels):
+        want = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=case)
+    else:
+        want = train_test_split(np.arange(len(labels)), train_size=n_train, test_size=n_test,
+                                stratify=labels, random_state=case)
+    got = stratified_split(labels, n_train, n_test, case)
+    assert [g.tolist() for g in got] == [w.tolist() for w in want]
+
+
+def test_digits_load_without_importing_scikit_learn_and_equal_its_loader():
+    import subprocess
+    import sys
+
+    code = ("import sys; from kdlab import data; data.load_dataset('digits'); data.load_dataset('mnist-5k'); "
+            "print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+    from sklearn.datasets import load_digits
+
+    from kdlab.data.stratified import digits_arrays
+
+    pixels, target = digits_arrays()
+    bunch = load_digits()
+    assert np_equal(pixels, bunch.data) and np_equal(target, bunch.target) and target.dtype == bunch.target.dtype
+
+
+@pytest.mark.parametrize("labels, n_train, n_test, says", [
+    ([0, 0, 1, 1, 2], 2, 2, "at least 2 examples"),
+    ([0, 0, 1, 1, 2, 2], 1, 3, "n_train must be at least the 3 classes"),
+    ([0, 0, 1, 1, 2, 2], 3, 2, "n_test must be at least the 3 classes"),
+    ([0, 0, 1, 1], 3, 3, "at most the 4 labels"),
+    ([0, 0, 1, 1], 0, 2, "n_train must be an integer >= 1, got 0"),
+])
+def test_stratified_split_refuses_draws_it_cannot_make(labels, n_train, n_test, says):
+    from kdlab.data.stratified import stratified_split
+
+    with pytest.raises(ValueError, match=says):
+        stratified_split(labels, n_train, n_test, 0)
+
+
+def np_equal(a, b) -> bool:
+    import numpy as np
+
+    return a.shape == b.shape and bool(np.array_equal(a, b))

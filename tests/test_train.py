@@ -70,6 +70,22 @@ def test_evaluate_accepts_every_data_form(split):
     assert evaluate.predict(model, split.x_test).shape == (899, 10)
 
 
+def test_seed_everything_sets_what_use_deterministic_algorithms_sets_without_importing_the_compiler():
+    """In a fresh process: the operators' flag on (warn only), no torch._inductor imported, and
+    the compiler's config, once imported, deterministic as the public function would leave it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from kdlab import train; train.seed_everything(0); "
+            "a = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor.config' in sys.modules); import torch._inductor.config as c; "
+            "train.deterministic_algorithms(False); b = (c.deterministic, torch.are_deterministic_algorithms_enabled()); "
+            "train.deterministic_algorithms(True, warn_only=False); "
+            "print(a, b, (c.deterministic, torch.is_deterministic_algorithms_warn_only_enabled()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(True, True, False) (False, False) (True, False)"
+
+
 def test_seed_everything_fixes_threads_and_random_state():
     train.seed_everything(5, threads=1)
     a = torch.rand(3)

