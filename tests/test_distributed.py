@@ -32,29 +32,31 @@ def _train(kd: bool):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history["loss"]
 
 
-def _worker(rank, world, init_file, kd, out):
+def _worker(rank, world, init_file, out):
     os.environ.setdefault("KDLAB_PROGRESS", "0")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         assert train.distributed() == (rank, world)
-        state, losses = _train(kd)
+        runs = {kd: _train(kd) for kd in (False, True)}  # fit, then the Distiller: one start-up for both
         if rank == 0:
-            torch.save((state, losses), out)
+            torch.save(runs, out)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kd", [False, True], ids=["fit", "distiller"])
-def test_two_processes_train_what_one_process_trains(tmp_path, kd):
+def test_two_processes_train_what_one_process_trains(tmp_path):
+    """plain fit and the Distiller, each in the same pair of processes."""
     torch.set_num_threads(1)
-    single, single_losses = _train(kd)
     out = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), kd, str(out)), nprocs=2, join=True)
-    state, losses = torch.load(out, weights_only=True)
-    for name, value in single.items():
-        assert torch.allclose(state[name], value, atol=1e-5), name
-    assert losses == pytest.approx(single_losses, rel=1e-5)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    runs = torch.load(out, weights_only=True)
+    for kd in (False, True):
+        single, single_losses = _train(kd)
+        state, losses = runs[kd]
+        for name, value in single.items():
+            assert torch.allclose(state[name], value, atol=1e-5), (kd, name)
+        assert losses == pytest.approx(single_losses, rel=1e-5), kd
 
 
 def test_outside_torchrun_there_is_one_process():
