@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -49,3 +51,41 @@ def test_mnist_5k_teachers_reach_their_stated_accuracy(preset, goal):
     model = zoo.pretrained(preset, "mnist-5k", data=split)
     accuracy = evaluate.accuracy(model, split.test)
     assert accuracy >= goal, f"{preset} on mnist-5k: {accuracy:.4f} < {goal}"
+
+
+def _train_once(path, log, barrier, results):
+    """One of two processes that need the same missing model at the same moment."""
+    import time
+
+    from torch import nn
+
+    from kdlab.models import zoo
+
+    def train(model):
+        with open(log, "a") as f:
+            f.write("trained\n")
+        time.sleep(1.0)  # long enough for the other process to find the model missing
+        with torch.no_grad():
+            model.weight.add_(1.0)
+
+    barrier.wait()
+    model = zoo._cached(Path(path), 0, lambda: nn.Linear(3, 2), train)
+    results.put(model.weight.detach().sum().item())
+
+
+def test_two_processes_that_need_one_missing_model_train_it_once(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    path, log = tmp_path / "cache" / "model.pt", tmp_path / "log.txt"
+    procs = [ctx.Process(target=_train_once, args=(str(path), str(log), barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text() == "trained\n"  # one trained it, the other waited and loaded it
+    a, b = results.get(timeout=5), results.get(timeout=5)
+    assert a == b
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no lock or temporary file left
