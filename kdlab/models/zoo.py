@@ -72,12 +72,19 @@ def _fingerprint(data) -> str:
     return h.hexdigest()[:16]
 
 
+def _cache_name(stem: str, seed: int, **identity) -> str:
+    """The cache file name of a model: ``stem``, the seed and a hash of everything that
+    decides its weights (``identity``: preset, data, recipe...), the kdlab and torch
+    versions and the thread count."""
+    blob = json.dumps({**identity, "seed": seed, "kdlab": kdlab.__version__,
+                       "torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads()},
+                      sort_keys=True)
+    return f"{stem}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt"
+
+
 def _key(preset: str, dataset: str, seed: int, recipe: dict, data) -> str:
-    blob = json.dumps({"preset": preset, "dataset": dataset, "seed": seed, "recipe": recipe,
-                       "train": _fingerprint(data),
-                       "kdlab": kdlab.__version__, "torch": torch.__version__.split("+")[0],
-                       "threads": torch.get_num_threads()}, sort_keys=True)
-    return f"{preset}-{dataset}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt"
+    return _cache_name(f"{preset}-{dataset}", seed, preset=preset, dataset=dataset, recipe=recipe,
+                       train=_fingerprint(data))
 
 
 def pretrained(preset: str, dataset: str = "digits", *, seed: int = 0, epochs: int | None = None,
@@ -199,11 +206,9 @@ def pretrained_charlm(corpus: str = "course-answers", *, seed: int = 0, **overri
         _validate.positive_int(key, recipe_[key])
     _validate.positive_float("lr", recipe_["lr"])
     text = load_text(corpus)
-    blob = json.dumps({"preset": "charlm", "corpus": corpus, "seed": seed, "recipe": recipe_,
-                       "text": hashlib.sha256(text.text.encode()).hexdigest()[:16],
-                       "kdlab": kdlab.__version__, "torch": torch.__version__.split("+")[0],
-                       "threads": torch.get_num_threads()}, sort_keys=True)
-    path = cache_dir() / f"charlm-{corpus}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt"
+    path = cache_dir() / _cache_name(f"charlm-{corpus}", seed, preset="charlm", corpus=corpus, recipe=recipe_,
+                                     text=hashlib.sha256(text.text.encode()).hexdigest()[:16])
+
     def train(model):
         fit(model, text.windows("train", recipe_["length"]), objective=lm_objective, epochs=recipe_["epochs"],
             lr=recipe_["lr"], batch_size=recipe_["batch_size"], seed=seed, device="cpu", progress=False)
